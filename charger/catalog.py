@@ -1,0 +1,59 @@
+"""Finding actor types by name: the built-ins, plus any installed package's ``charger.actors`` entry points.
+
+An integrator's package declares, in its own setup.cfg::
+
+    [options.entry_points]
+    charger.actors =
+        MyMeter = my_package.meter:MyMeter
+
+and `MyMeter` can then be used as a ``type:`` in any topology, without editing charger.
+A topology may also name a class directly as ``module:Class``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from importlib.metadata import entry_points
+
+from charger.behaviour import Behaviour
+
+__all__ = ["BUILTIN_ACTOR_TYPES", "ENTRY_POINT_GROUP", "UnknownActorType", "actor_types", "load_actor_type"]
+
+ENTRY_POINT_GROUP = "charger.actors"
+
+BUILTIN_ACTOR_TYPES: dict[str, str] = {
+    "Ticker": "charger.actors.ticker:Ticker",
+    "Counter": "charger.actors.counter:Counter",
+}
+
+
+class UnknownActorType(LookupError):
+    """No built-in, entry point or importable class has that name; the message says what was tried."""
+
+
+@functools.cache
+def actor_types() -> dict[str, str]:
+    """Every known actor type name -> ``module:Class``. A plugin cannot shadow a built-in."""
+    found = dict(BUILTIN_ACTOR_TYPES)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def load_actor_type(name: str) -> type[Behaviour]:
+    """Import the `Behaviour` subclass for a type name or a ``module:Class`` path."""
+    path = name if ":" in name else actor_types().get(name)
+    if path is None:
+        known = ", ".join(sorted(actor_types()))
+        raise UnknownActorType(f"unknown actor type {name!r} (known: {known})")
+    module, _, qualname = path.partition(":")
+    try:
+        obj: object = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownActorType(f"actor type {name!r}: cannot import {path}: {exc}") from None
+    if not (isinstance(obj, type) and issubclass(obj, Behaviour)):
+        raise UnknownActorType(f"actor type {name!r}: {path} is not a charger Behaviour")
+    return obj

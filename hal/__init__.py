@@ -1,0 +1,1 @@
+"""Driver interfaces (typing.Protocol) and the real drivers behind them."""

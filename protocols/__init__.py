@@ -1,0 +1,1 @@
+"""Wire formats and pure state machines: no I/O, no actors."""

@@ -1,0 +1,257 @@
+"""The supervisor actor: OTP's supervisor.erl on Thespian processes.
+
+Children start left to right, each only after the previous one's ``init`` returned; they stop
+right to left, each given its shutdown time before it is killed. When a child exits, its restart
+type decides whether it comes back, the strategy decides which siblings come back with it, and
+more than `intensity` restarts within `period` seconds stops every child and escalates to the
+parent. While a child is down its name is unregistered, so calls to it fail fast with `Unavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+from collections import deque
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from charger.behaviour import Behaviour, Pending, handles
+from charger.errors import CallError, CallTimeout, Unavailable
+from charger.lifecycle import Exiting, Init, Register, Shutdown, Started, Stopped, SupervisionEvent, Unregister
+from charger.runtime import Attached
+from charger.supervisors.spec import ChildKind, ChildSpec, Restart, Strategy, spec_from_config, spec_to_config
+from charger.supervisors.window import RestartWindow
+
+__all__ = ["START_TIMEOUT", "Supervisor", "SUPERVISOR_ACTOR"]
+
+SUPERVISOR_ACTOR = "charger.supervisors.supervisor:Supervisor"
+START_TIMEOUT = 30.0
+"""Seconds a child's ``init`` may take before its start counts as failed."""
+_KILL_GRACE = 2.0
+_LIVENESS_PERIOD = 1.0
+
+Work = Generator[Pending, Any, Any]
+
+
+class StartFailed(Exception):
+    """A child could not be started; during the supervisor's own start this fails the whole start."""
+
+
+@dataclass(slots=True)
+class _Child:
+    spec: ChildSpec
+    address: Any = None
+    pid: int = 0
+    exit_normal: bool = False
+    exit_reason: str = "killed"
+    stopping: bool = False
+    gone: Pending = field(default_factory=Pending)
+    starting: Pending | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.address is not None
+
+
+class Supervisor(Behaviour):
+    """Starts, watches and restarts its children; configured by a `ChildSpec` tree (see `spec_to_config`)."""
+
+    config_schema = {"type": "object"}
+    handled_during_init = frozenset({Exiting})
+
+    def init(self) -> Work:
+        spec = spec_from_config(self.config)
+        self.flags = spec.flags
+        self.window = RestartWindow(spec.flags.intensity, spec.flags.period)
+        self.children: list[_Child] = [_Child(s) for s in spec.children]
+        self._exits: deque[_Child] = deque()
+        self._busy = False
+        self._registry = self._rt._registry if self._rt._registry is not None else self._rt.myAddress
+        for child in list(self.children):
+            try:
+                yield from self._start(child)
+            except (CallError, StartFailed) as exc:
+                yield from self._stop_each(reversed([c for c in self.children if c.running]))
+                raise StartFailed(f"{self.name}: child {child.spec.id} failed to start: {exc}") from None
+        self.start_timer(_LIVENESS_PERIOD, self._check_liveness, repeat=True)
+
+    # --- start and stop one child -----------------------------------------------------------------
+    def _start(self, child: _Child) -> Work:
+        spec = child.spec
+        child.address, child.pid = self._rt.spawn(), 0
+        child.exit_normal, child.exit_reason, child.stopping, child.gone = False, "killed", False, Pending()
+        if spec.kind is ChildKind.SUPERVISOR:
+            actor, config = SUPERVISOR_ACTOR, spec_to_config(spec)
+        else:
+            actor, config = spec.actor, dict(spec.config)
+        init = Init(
+            name=spec.id,
+            actor=actor,
+            config=config,
+            requires={k: list(v) for k, v in spec.requires.items()},
+            state_dir=self.state_dir,
+        )
+        addresses = {"registry": self._registry, "supervisor": self._rt.myAddress}
+        child.starting = self._rt.call_address(child.address, Attached(init, addresses), START_TIMEOUT)
+        try:
+            started = yield child.starting
+        except CallError:
+            self._rt.exit_child(child.address)
+            self._kill(child)
+            child.address = None
+            raise
+        finally:
+            child.starting = None
+        assert isinstance(started, Started)
+        child.pid = started.pid
+        yield from self._register(spec.id, child.pid, child.address)
+        self._report(spec.id, "started")
+
+    def _stop(self, child: _Child) -> Work:
+        """Stop one running child: ask, wait its shutdown time, then kill (OTP's shutdown semantics)."""
+        if not child.running:
+            return
+        child.stopping = True
+        self._unregister(child.spec.id)
+        limit = child.spec.shutdown
+        if limit > 0:
+            with contextlib.suppress(CallError):
+                yield self._rt.call_address(child.address, Shutdown(reason="shutdown"), 1e9 if limit == math.inf else limit)
+            self._rt.exit_child(child.address)
+            with contextlib.suppress(CallTimeout):
+                yield self._rt.within(child.gone, _KILL_GRACE if limit == math.inf else max(limit, 0.1))
+        if not child.gone.done:
+            self._kill(child)
+            with contextlib.suppress(CallTimeout):
+                yield self._rt.within(child.gone, _KILL_GRACE)
+        if not child.gone.done:  # never reaped: forget it rather than hang the tree
+            self._forget(child)
+        self._report(child.spec.id, "stopped")
+
+    def _stop_each(self, children: Iterable[_Child]) -> Work:
+        for child in list(children):
+            yield from self._stop(child)
+
+    def _kill(self, child: _Child) -> None:
+        if child.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+
+    def _forget(self, child: _Child) -> None:
+        child.address = None
+        child.gone.resolve(None)
+
+    # --- exits --------------------------------------------------------------------------------------
+    @handles(Exiting)
+    def on_exiting(self, msg: Exiting) -> None:
+        """A child tells us why it is about to exit; we reap it, so the reason is known before the exit."""
+        child = next((c for c in self.children if c.spec.id == msg.name and c.running), None)
+        if child is None:
+            return
+        child.exit_normal, child.exit_reason = msg.normal, msg.reason
+        self._rt.exit_child(child.address)
+
+    def _child_exited(self, address: Any) -> None:
+        # ActorAddress is unhashable and its str() changes once the child is up: compare with ==.
+        child = next((c for c in self.children if c.address is not None and c.address == address), None)
+        if child is None:  # Thespian may report one exit twice; and stopped children are forgotten
+            return
+        child.address = None
+        if child.stopping:
+            child.gone.resolve(None)
+            return
+        if child.starting is not None:  # died inside init: the start fails now, not at its timeout
+            child.starting.fail(Unavailable(f"{child.spec.id} exited during init: {child.exit_reason}"))
+            return
+        self._unregister(child.spec.id)
+        self._report(child.spec.id, "exited", child.exit_reason)
+        self._exits.append(child)
+        if not self._busy:
+            self._rt.run_task(self._handle_exits())
+
+    def _check_liveness(self) -> None:
+        """Thespian can lose a ChildActorExited when two children die at once; the PID tells the truth."""
+        for child in self.children:
+            if child.running and child.pid and not _alive(child.pid):
+                self._child_exited(child.address)
+
+    def _handle_exits(self) -> Work:
+        self._busy = True
+        try:
+            while self._exits:
+                yield from self._on_exit(self._exits.popleft())
+        finally:
+            self._busy = False
+
+    def _on_exit(self, child: _Child) -> Work:
+        if child.running or child not in self.children:  # already brought back by a sibling's restart
+            return
+        restart = child.spec.restart
+        if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and child.exit_normal):
+            if restart is Restart.TEMPORARY:
+                self.children.remove(child)
+            return
+        if not self.window.allow_restart():
+            reason = (
+                f"reached max restart intensity ({self.flags.intensity} in {self.flags.period:g} s); "
+                f"last: {child.spec.id} {child.exit_reason}"
+            )
+            self._report(child.spec.id, "escalated", reason)
+            yield from self._stop_each(reversed([c for c in self.children if c.running]))
+            self._escalate(reason)
+            return
+        affected = self._affected(child)
+        yield from self._stop_each(reversed([c for c in affected if c.running]))
+        for sibling in affected:
+            if sibling is not child and sibling.spec.restart is Restart.TEMPORARY:
+                self.children.remove(sibling)  # OTP: temporary siblings are not brought back
+        for sibling in affected:
+            if sibling in self.children and not sibling.running:
+                self._report(sibling.spec.id, "restarting", child.exit_reason if sibling is child else "sibling")
+                try:
+                    yield from self._start(sibling)
+                except (CallError, StartFailed) as exc:
+                    sibling.exit_normal, sibling.exit_reason = False, f"start failed: {exc}"
+                    self._exits.append(sibling)
+                    break
+
+    def _affected(self, child: _Child) -> list[_Child]:
+        strategy = self.flags.strategy
+        if strategy is Strategy.ONE_FOR_ALL:
+            return [c for c in self.children if c is child or c.running]
+        if strategy is Strategy.REST_FOR_ONE:
+            after = self.children[self.children.index(child) + 1 :]
+            return [child, *(c for c in after if c.running)]
+        return [child]
+
+    def _escalate(self, reason: str) -> None:
+        self._rt.escalate(reason)
+
+    # --- orderly shutdown ---------------------------------------------------------------------------
+    def _shutdown(self, reason: str) -> Work:
+        self._exits.clear()
+        yield from self._stop_each(reversed([c for c in self.children if c.running]))
+        return Stopped(name=self.name)
+
+    # --- registry -------------------------------------------------------------------------------
+    def _register(self, name: str, pid: int, address: Any) -> Work:
+        yield self._rt.call_address(self._registry, Attached(Register(name=name, pid=pid), {"address": address}), 5.0)
+
+    def _unregister(self, name: str) -> None:
+        self._rt.cast_address(self._registry, Unregister(name=name))
+
+    def _report(self, child: str, event: str, reason: str = "") -> None:
+        level = self.log.warning if event in ("exited", "escalated") else self.log.info
+        level("%s %s%s", child, event, f": {reason}" if reason else "")
+        self._rt.cast_address(self._registry, SupervisionEvent(supervisor=self.name, child=child, event=event, reason=reason))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
