@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from charger.errors import CallError, CallTimeout, Unavailable, error_for_code
 from charger.lifecycle import CallFailed, Resolve, Resolved
-from charger.messages import DecodeError, Kind, decode_envelope, encode_envelope
+from charger.messages import DecodeError, Envelope, Kind, decode_envelope, encode_envelope
 from charger.runtime import Attached, frame_parts
 
 __all__ = ["Client"]
@@ -28,20 +29,30 @@ class Client:
         frame: Any = encode_envelope(Kind.CALL, self._corr, self._label, body)
         if isinstance(msg, Attached):
             frame = (frame, msg.addresses)
+        deadline = time.monotonic() + timeout
         answer = self._asys.ask(address, frame, timeout)
+        while True:
+            env, addresses = self._decode(answer, timeout)
+            if env.kind in (Kind.REPLY, Kind.ERROR) and env.corr == self._corr:
+                break
+            # a stray answer to an earlier call that timed out, or to someone else's frame: not ours
+            answer = self._asys.listen(max(0.0, deadline - time.monotonic()))
+        if env.kind is Kind.ERROR:
+            failed: CallFailed = env.body
+            raise error_for_code(failed.code, failed.message)
+        return Attached(env.body, addresses) if addresses else env.body
+
+    @staticmethod
+    def _decode(answer: Any, timeout: float) -> tuple[Envelope, dict[str, Any]]:
         if answer is None:
             raise CallTimeout(f"no answer within {timeout} s")
         parts = frame_parts(answer)
         if parts is None:
             raise CallError(f"unexpected answer {type(answer).__name__}")
         try:
-            env = decode_envelope(parts[0])
+            return decode_envelope(parts[0]), parts[1]
         except DecodeError as exc:
             raise CallError(f"undecodable answer: {exc}") from None
-        if env.kind is Kind.ERROR:
-            failed: CallFailed = env.body
-            raise error_for_code(failed.code, failed.message)
-        return Attached(env.body, parts[1]) if parts[1] else env.body
 
     def resolve(self, name: str, timeout: float = 5.0) -> Any:
         reply = self.call_address(self.kernel, Resolve(name=name), timeout)

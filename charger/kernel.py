@@ -55,6 +55,7 @@ class Kernel(Supervisor):
         self._watchers: dict[str, dict[str, Any]] = {}
         self._events: deque[str] = deque(maxlen=_EVENTS_KEPT)
         self._restarts: Counter[str] = Counter()
+        self._events_total = 0
         self._halted = ""
         yield from super().init()
 
@@ -95,6 +96,7 @@ class Kernel(Supervisor):
     def on_supervision_event(self, msg: SupervisionEvent) -> None:
         if msg.event == "restarting":
             self._restarts[msg.child] += 1
+        self._events_total += 1
         self._events.append(f"{msg.supervisor}: {msg.child} {msg.event}{': ' + msg.reason if msg.reason else ''}")
 
     @handles(GetSystemStatus)
@@ -105,6 +107,7 @@ class Kernel(Supervisor):
             actors={name: pid for name, (_, pid) in self._names.items()},
             restarts=dict(self._restarts),
             events=list(self._events),
+            events_total=self._events_total,
         )
 
     # --- the kernel is its own registry, and halts instead of escalating --------------------------------

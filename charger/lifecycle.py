@@ -190,3 +190,5 @@ class SystemStatus:
     """Child name -> how often it was restarted since boot."""
     events: list[str]
     """The most recent supervision events, oldest first."""
+    events_total: int
+    """How many events were recorded since boot (the last of `events` is number `events_total`)."""

@@ -218,11 +218,16 @@ def _literal(allowed: tuple[Any, ...]) -> _Convert:
 
 def _union(options: list[_Convert], label: str) -> _Convert:
     def check(v: Any, p: str) -> Any:
+        deeper: list[DecodeError] = []
         for option in options:
             try:
                 return option(v, p)
-            except DecodeError:
-                continue
+            except DecodeError as exc:
+                # an option whose shape matched failed further in: that error says more than the union's
+                if not str(exc).startswith(f"{p}: expected"):
+                    deeper.append(exc)
+        if len(deeper) == 1:
+            raise deeper[0]
         raise _fail(p, label, v)
 
     return check

@@ -206,6 +206,10 @@ class ActorProcess(Actor):  # type: ignore[misc]
 
     def _dispatch(self, env: Envelope, addresses: dict[str, Any], sender: Any) -> None:
         body = env.body
+        if isinstance(body, (Bound, Unbound, Shutdown)) and not self._from_kernel(body, sender):
+            _log.warning("%s: ignored %s from %s, who has no say over it", self._name, env.tag, env.sender)
+            self._answer(env, sender, BadRequest(f"{env.tag} is only accepted from the kernel"))
+            return
         if isinstance(body, (Bound, Unbound)):
             self._on_binding(body, addresses.get("address"))
             return
@@ -227,6 +231,12 @@ class ActorProcess(Actor):  # type: ignore[misc]
             return
         handler = getattr(self._behaviour, route)
         self._run_handler(env, sender, addresses, lambda: handler(body))
+
+    def _from_kernel(self, body: Any, sender: Any) -> bool:
+        """Bindings come only from the registry and Shutdown only from our supervisor (or boot, for the kernel)."""
+        if isinstance(body, Shutdown):
+            return self._supervisor is None or sender == self._supervisor
+        return self._registry is not None and sender == self._registry
 
     def _behaviour_shutdown(self, reason: str) -> Any:
         assert self._behaviour is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,48 +19,17 @@ from charger.kernel import KERNEL_ACTOR, kernel_config
 from charger.lifecycle import GetSystemStatus, Init, Shutdown, SystemStatus
 from charger.runtime import ActorProcess
 from charger.supervisors.spec import ChildSpec
+from charger.processes import TOKEN_VARIABLE, kill_leftovers, leftover_processes, wait_until_gone
 from charger.system import logging_config, start_system
 
-__all__ = ["TOKEN_VARIABLE", "RunningSystem", "kill_leftovers", "leftover_processes", "running_system"]
-
-TOKEN_VARIABLE = "CHARGER_RUN_TOKEN"
-
-
-def leftover_processes(token: str) -> list[int]:
-    """PIDs of live processes (other than this one) whose environment carries `token`."""
-    needle = f"{TOKEN_VARIABLE}={token}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as env:
-                if needle not in env.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                if stat.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    continue
-        except OSError:
-            continue
-        found.append(int(entry))
-    return found
-
-
-def kill_leftovers(token: str) -> list[int]:
-    """SIGKILL what `leftover_processes` finds (by PID) and return those PIDs."""
-    pids = leftover_processes(token)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return pids
-
-
-def wait_until_gone(token: str, timeout: float = 10.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while (left := leftover_processes(token)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
-
+__all__ = [
+    "TOKEN_VARIABLE",
+    "RunningSystem",
+    "kill_leftovers",
+    "leftover_processes",
+    "running_system",
+    "wait_until_gone",
+]
 
 class RunningSystem:
     """An actor system with a kernel running `root`; `client` calls into it by name."""

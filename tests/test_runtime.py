@@ -1,0 +1,130 @@
+"""The actor behaviour on live multiprocTCPBase processes: calls, errors, timeouts, I/O thread,
+vars, and a receiver that survives any bytes thrown at it."""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from charger.actors.counter import GetCount
+from charger.errors import BadRequest, Rejected, RemoteCrash
+from charger.messages import Kind, encode_envelope
+from charger.runtime import frame_parts
+from tests.conftest import group, worker
+from tests.supervisors.test_strategies import wait_for
+from tests.support.probes import Blocking, Crash, Ping, RefuseMe, Relay, Sleep
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):  # type: ignore[no-untyped-def]
+    from charger.testing import running_system
+    from tests.conftest import free_port
+
+    state = tmp_path_factory.mktemp("live")
+    root = group(
+        "root",
+        worker("probe"),
+        worker("sleepy"),
+        worker("caller", actor="tests.support.probes:Caller", requires={"peer": ("sleepy",)}),
+        worker("io", actor="tests.support.probes:IoUser"),
+        worker("ticker", actor="Ticker", config={"period_s": 0.05}),
+        worker("counter", actor="Counter", requires={"source": ("ticker",)}),
+        intensity=100,
+    )
+    with running_system(root, free_port(), str(state), log_file=str(state / "system.log")) as system:
+        yield system
+
+
+def test_call_returns_the_typed_reply(live):
+    pong = live.client.call("probe", Ping(payload=b"\x00\xff"))
+    assert pong.payload == b"\x00\xff" and pong.name == "probe" and pong.pid == live.pid_of("probe")
+
+
+def test_a_request_with_no_handler_is_a_bad_request_not_a_crash(live):
+    pid = live.pid_of("probe")
+    with pytest.raises(BadRequest, match="no handler for GetCount"):
+        live.client.call("probe", GetCount())
+    assert live.client.call("probe", Ping()).pid == pid
+
+
+def test_rejected_answers_an_error_without_crashing(live):
+    pid = live.pid_of("probe")
+    with pytest.raises(Rejected, match="refused on purpose"):
+        live.client.call("probe", RefuseMe())
+    assert live.client.call("probe", Ping()).pid == pid
+
+
+def test_a_handler_exception_is_a_crash_and_the_supervisor_restarts(live):
+    pid = live.pid_of("probe")
+    with pytest.raises(RemoteCrash, match="RuntimeError: crash requested"):
+        live.client.call("probe", Crash())
+    wait_for(lambda: live.status().actors.get("probe") not in (None, pid), what="probe restart")
+    assert live.client.call("probe", Ping()).pid != pid
+
+
+def test_call_timeout_between_actors(live):
+    live.client.cast("sleepy", Sleep(seconds=1.5))
+    result = live.client.call("caller", Relay(timeout=0.3))
+    assert not result.ok and result.code == "timeout"
+    wait_for(lambda: live.client.call("caller", Relay(timeout=2.0)).ok, what="sleepy awake")
+
+
+def test_blocking_io_runs_on_the_io_thread_and_the_actor_stays_responsive(live):
+    pid = live.pid_of("io")
+    result = live.client.call("io", Blocking(value=21, seconds=0.05))
+    assert result.value == 42 and result.thread.startswith("asyncio") or result.thread
+    assert live.client.call("io", Ping()).pid == pid
+
+
+def test_published_vars_reach_subscribers_and_resume_after_publisher_restart(live):
+    import os
+    import signal
+
+    first = wait_for(lambda: (c := live.client.call("counter", GetCount())).total > 3 and c, what="ticks")
+    os.kill(live.pid_of("ticker"), signal.SIGKILL)
+    wait_for(lambda: live.client.call("counter", GetCount()).total > first.total + 5, what="ticks after restart")
+
+
+def _probe_address(live):  # type: ignore[no-untyped-def]
+    return live.client.resolve("probe")
+
+
+def test_a_call_that_cannot_be_decoded_gets_a_bad_request_reply(live):
+    address = _probe_address(live)
+    frame = msgpack.packb([Kind.CALL, 99, "fuzzer", "Ping", {"payload": "not bytes"}])
+    answer = live.asys.ask(address, frame, 5)
+    raw = msgpack.unpackb(frame_parts(answer)[0], raw=False)
+    assert raw[0] == Kind.ERROR and raw[1] == 99 and raw[4]["code"] == "bad_request"
+    assert "Ping.payload: expected bytes" in raw[4]["message"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.builds(lambda *a: msgpack.packb(list(a)), st.integers(0, 6), st.integers(-5, 5), st.text(max_size=5),
+                  st.sampled_from(["Ping", "Init", "Shutdown", "Bound", "Nope", "SubscribeVars"]),
+                  st.dictionaries(st.text(max_size=8), st.integers(-(2**63), 2**63 - 1) | st.text() | st.binary(), max_size=3)),
+    )
+)
+def test_fuzzed_bytes_never_crash_a_live_actor(live, frame: bytes) -> None:
+    address = _probe_address(live)
+    live.asys.tell(address, frame)
+
+
+def test_the_actor_survived_the_fuzzing(live):
+    # runs after the fuzz test (file order): same process, still answering, never restarted by fuzzing
+    time.sleep(0.2)
+    pid = live.pid_of("probe")
+    assert live.client.call("probe", Ping(payload=b"ok")).pid == pid
+    assert "probe" not in {k for k, v in live.status().restarts.items() if v > 1}
+
+
+def test_envelope_from_an_external_client_can_carry_any_label(live):
+    frame = encode_envelope(Kind.CALL, 5, "a label with spaces", Ping(payload=b"l"))
+    answer = live.asys.ask(_probe_address(live), frame, 5)
+    assert msgpack.unpackb(frame_parts(answer)[0], raw=False)[0] == Kind.REPLY
