@@ -6,6 +6,7 @@ import os
 from typing import ClassVar
 
 from charger.actors.ticker import TICKS, Tick
+
 from charger.behaviour import Behaviour, handles
 from charger.interfaces import Command, Interface, Requirement
 from charger.messages import message

@@ -31,7 +31,12 @@ class Ticker(Behaviour):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "period_s": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "Seconds between ticks."},
+            "period_s": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": 1.0,
+                "description": "Seconds between ticks.",
+            },
         },
     }
 

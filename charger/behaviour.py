@@ -206,4 +206,3 @@ class Behaviour:
     def stop(self, reason: str = "normal") -> None:
         """Exit deliberately after the current handler: ``terminate`` runs, and a transient child stays down."""
         self._rt.stop(reason)
-

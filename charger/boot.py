@@ -94,7 +94,10 @@ def _run(topology: Topology, args: argparse.Namespace) -> int:
         survivors = wait_until_gone(token, timeout=5.0)
         if survivors:
             kill_leftovers(token)
-            print(f"charger.boot: killed {len(survivors)} process(es) that outlived shutdown: {survivors}", file=sys.stderr)
+            print(
+                f"charger.boot: killed {len(survivors)} process(es) that outlived shutdown: {survivors}",
+                file=sys.stderr,
+            )
             code = code or 1
     return code
 
@@ -102,7 +105,9 @@ def _run(topology: Topology, args: argparse.Namespace) -> int:
 def _supervise(asys: Any, topology: Topology, state_dir: str, duration: float | None, stop: _StopRequested) -> int:
     kernel = asys.createActor(ActorProcess)
     client = Client(asys, kernel, label="boot")
-    init = Init(name="kernel", actor=KERNEL_ACTOR, config=kernel_config(topology.root), requires={}, state_dir=state_dir)
+    init = Init(
+        name="kernel", actor=KERNEL_ACTOR, config=kernel_config(topology.root), requires={}, state_dir=state_dir
+    )
     started_at = time.monotonic()
     try:
         client.call_address(kernel, init, timeout=_START_TIMEOUT_S)

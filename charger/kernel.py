@@ -48,7 +48,9 @@ def kernel_config(root: ChildSpec) -> dict[str, Any]:
 
 
 class Kernel(Supervisor):
-    handled_during_init = frozenset({Exiting, Register, Unregister, Subscribe, Resolve, SupervisionEvent, GetSystemStatus})
+    handled_during_init = frozenset(
+        {Exiting, Register, Unregister, Subscribe, Resolve, SupervisionEvent, GetSystemStatus}
+    )
 
     def init(self) -> Generator[Pending, Any, Any]:
         self._names: dict[str, tuple[Any, int]] = {}

@@ -51,14 +51,14 @@ _REGISTRY: dict[str, type] = {}
 _CODECS: dict[type, tuple[tuple[str, _Convert, _Convert], ...]] = {}
 
 
+@typing.dataclass_transform(frozen_default=True, kw_only_default=True)
 def message(cls: type[T]) -> type[T]:
     """Class decorator: make a frozen, slotted, keyword-only dataclass and register it by class name."""
     made = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
     previous = _REGISTRY.setdefault(made.__name__, made)
     if previous is not made:
         raise TypeError(
-            f"duplicate wire tag {made.__name__!r}: {previous.__module__} and {made.__module__} "
-            "both define it"
+            f"duplicate wire tag {made.__name__!r}: {previous.__module__} and {made.__module__} both define it"
         )
     return made
 
@@ -83,7 +83,7 @@ def _fields(cls: type) -> tuple[tuple[str, _Convert, _Convert], ...]:
     return codec
 
 
-def _to_wire(hint: Any) -> _Convert:
+def _to_wire(hint: Any) -> _Convert:  # noqa: PLR0911 - one return per type form
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
@@ -311,7 +311,7 @@ def _unpack(frame: Any) -> Any:
         raise DecodeError(f"frame of {len(frame)} bytes exceeds the limit of {MAX_FRAME}")
     try:
         return msgpack.unpackb(frame, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises many unrelated types for bad bytes
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many unrelated types for bad bytes
         raise DecodeError(f"not a msgpack frame: {type(exc).__name__}: {exc}") from None
 
 

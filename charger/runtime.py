@@ -88,12 +88,7 @@ def frame_parts(frame: Any) -> tuple[Any, dict[str, Any]] | None:
     """Split a Thespian-level message into (bytes, addresses), or None when it is not one of ours."""
     if isinstance(frame, bytes):
         return frame, {}
-    if (
-        isinstance(frame, tuple)
-        and len(frame) == 2
-        and isinstance(frame[0], bytes)
-        and isinstance(frame[1], dict)
-    ):
+    if isinstance(frame, tuple) and len(frame) == 2 and isinstance(frame[0], bytes) and isinstance(frame[1], dict):
         return frame[0], frame[1]
     return None
 
@@ -155,7 +150,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
     def receiveMessage(self, msg: Any, sender: Any) -> Any:  # noqa: N802 - Thespian's name
         try:
             self._receive(msg, sender)
-        except Exception as exc:  # a handler exception is a crash, never Thespian's retry
+        except Exception as exc:  # noqa: BLE001 - a handler exception is a crash, never Thespian's retry
             self._crash(exc)
         return ThespianWatch([self._io.fileno()]) if self._io is not None and not self._exiting else None
 
@@ -191,7 +186,10 @@ class ActorProcess(Actor):  # type: ignore[misc]
             _log.warning("%s: dropped a bad frame from %s: %s", self._name, sender, exc)
             corr = _call_corr(data)
             if corr is not None:
-                self.send(sender, encode_envelope(Kind.ERROR, corr, self._name, CallFailed(code="bad_request", message=str(exc))))
+                self.send(
+                    sender,
+                    encode_envelope(Kind.ERROR, corr, self._name, CallFailed(code="bad_request", message=str(exc))),
+                )
             return
         if env.kind in (Kind.REPLY, Kind.ERROR):
             self._on_answer(env, addresses)
@@ -266,7 +264,9 @@ class ActorProcess(Actor):  # type: ignore[misc]
         else:
             self._answer(env, sender, result)
 
-    def _drive(self, gen: Generator[Any, Any, Any], env: Envelope, sender: Any, value: Any, error: BaseException | None) -> None:
+    def _drive(
+        self, gen: Generator[Any, Any, Any], env: Envelope, sender: Any, value: Any, error: BaseException | None
+    ) -> None:
         """Run a generator handler until it yields unfinished work or returns."""
         while True:
             self._current_call = (sender, env.corr) if env.kind is Kind.CALL else None
@@ -298,7 +298,10 @@ class ActorProcess(Actor):  # type: ignore[misc]
         if env.kind is not Kind.CALL or sender is None:
             return
         if isinstance(result, CallError):
-            self.send(sender, encode_envelope(Kind.ERROR, env.corr, self._name, CallFailed(code=result.code, message=result.message)))
+            self.send(
+                sender,
+                encode_envelope(Kind.ERROR, env.corr, self._name, CallFailed(code=result.code, message=result.message)),
+            )
             return
         self.send(sender, _pack(Kind.REPLY, env.corr, self._name, Ack() if result is None else result))
 
@@ -331,7 +334,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
                 yield from result
             self._ready = True
             held, self._held = self._held, []
-            for (frame, held_sender) in held:
+            for frame, held_sender in held:
                 self._receive(frame, held_sender)
             return Started(name=self._name, pid=os.getpid())
 
@@ -467,7 +470,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
     # --- timers ----------------------------------------------------------------------------------
     def start_timer(self, seconds: float, callback: Callable[[], Any], repeat: bool) -> Timer:
         timer_id = next(self._timer_ids)
-        timer = Timer(lambda _t: self._timers.pop(timer_id, None))
+        timer = Timer(lambda _t: self._forget_timer(timer_id))
         self._timers[timer_id] = (timer, seconds, callback, repeat)
         self.wakeupAfter(timedelta(seconds=seconds), payload=("timer", timer_id))
         return timer
@@ -486,6 +489,9 @@ class ActorProcess(Actor):  # type: ignore[misc]
 
         pending.then(settle, lambda e: settle(error=e))
         return limited
+
+    def _forget_timer(self, timer_id: int) -> None:
+        self._timers.pop(timer_id, None)
 
     def _on_wakeup(self, payload: Any) -> None:
         if self._exiting:
@@ -542,7 +548,15 @@ class ActorProcess(Actor):  # type: ignore[misc]
         _log.error("%s crashed: %s", self._name, exc, exc_info=exc)
         if self._current_call is not None:
             sender, corr = self._current_call
-            self.send(sender, encode_envelope(Kind.ERROR, corr, self._name, CallFailed(code=RemoteCrash.code, message=f"{type(exc).__name__}: {exc}")))
+            self.send(
+                sender,
+                encode_envelope(
+                    Kind.ERROR,
+                    corr,
+                    self._name,
+                    CallFailed(code=RemoteCrash.code, message=f"{type(exc).__name__}: {exc}"),
+                ),
+            )
         self._exit(normal=False, reason=f"crash: {type(exc).__name__}: {exc}")
 
     def _exit(self, *, normal: bool, reason: str) -> None:
@@ -554,7 +568,10 @@ class ActorProcess(Actor):  # type: ignore[misc]
         if self._supervisor is None:
             self.send(self.myAddress, ActorExitRequest())
             return
-        self.send(self._supervisor, encode_envelope(Kind.CAST, 0, self._name, Exiting(name=self._name, normal=normal, reason=reason)))
+        self.send(
+            self._supervisor,
+            encode_envelope(Kind.CAST, 0, self._name, Exiting(name=self._name, normal=normal, reason=reason)),
+        )
         self.wakeupAfter(timedelta(seconds=_CRASH_EXIT_GRACE), payload=("exit",))
 
     def _run_terminate(self, reason: str) -> None:
@@ -563,7 +580,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
         self._terminated = True
         try:
             self._behaviour.terminate(reason)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a failing terminate must not keep the actor from exiting
             _log.exception("%s: terminate(%r) raised", self._name, reason)
 
 

@@ -17,9 +17,9 @@ from typing import Any
 from charger.client import Client
 from charger.kernel import KERNEL_ACTOR, kernel_config
 from charger.lifecycle import GetSystemStatus, Init, Shutdown, SystemStatus
+from charger.processes import TOKEN_VARIABLE, kill_leftovers, leftover_processes, wait_until_gone
 from charger.runtime import ActorProcess
 from charger.supervisors.spec import ChildSpec
-from charger.processes import TOKEN_VARIABLE, kill_leftovers, leftover_processes, wait_until_gone
 from charger.system import logging_config, start_system
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "running_system",
     "wait_until_gone",
 ]
+
 
 class RunningSystem:
     """An actor system with a kernel running `root`; `client` calls into it by name."""

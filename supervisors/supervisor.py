@@ -18,14 +18,15 @@ from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from charger.supervisors.spec import ChildKind, ChildSpec, Restart, Strategy, spec_from_config, spec_to_config
+from charger.supervisors.window import RestartWindow
+
 from charger.behaviour import Behaviour, Pending, handles
 from charger.errors import CallError, CallTimeout, Unavailable
 from charger.lifecycle import Exiting, Init, Register, Shutdown, Started, Stopped, SupervisionEvent, Unregister
 from charger.runtime import Attached
-from charger.supervisors.spec import ChildKind, ChildSpec, Restart, Strategy, spec_from_config, spec_to_config
-from charger.supervisors.window import RestartWindow
 
-__all__ = ["START_TIMEOUT", "Supervisor", "SUPERVISOR_ACTOR"]
+__all__ = ["START_TIMEOUT", "SUPERVISOR_ACTOR", "Supervisor"]
 
 SUPERVISOR_ACTOR = "charger.supervisors.supervisor:Supervisor"
 START_TIMEOUT = 30.0
@@ -119,7 +120,9 @@ class Supervisor(Behaviour):
         limit = child.spec.shutdown
         if limit > 0:
             with contextlib.suppress(CallError):
-                yield self._rt.call_address(child.address, Shutdown(reason="shutdown"), 1e9 if limit == math.inf else limit)
+                yield self._rt.call_address(
+                    child.address, Shutdown(reason="shutdown"), 1e9 if limit == math.inf else limit
+                )
             self._rt.exit_child(child.address)
             with contextlib.suppress(CallTimeout):
                 yield self._rt.within(child.gone, _KILL_GRACE if limit == math.inf else max(limit, 0.1))
@@ -246,7 +249,9 @@ class Supervisor(Behaviour):
     def _report(self, child: str, event: str, reason: str = "") -> None:
         level = self.log.warning if event in ("exited", "escalated") else self.log.info
         level("%s %s%s", child, event, f": {reason}" if reason else "")
-        self._rt.cast_address(self._registry, SupervisionEvent(supervisor=self.name, child=child, event=event, reason=reason))
+        self._rt.cast_address(
+            self._registry, SupervisionEvent(supervisor=self.name, child=child, event=event, reason=reason)
+        )
 
 
 def _alive(pid: int) -> bool:

@@ -8,8 +8,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-
 from charger.supervisors.spec import ChildKind, ChildSpec, Restart, Strategy, SupFlags
+
 from charger.testing import RunningSystem, running_system
 
 

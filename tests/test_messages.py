@@ -9,13 +9,13 @@ import math
 import typing
 from typing import Any, Literal
 
+import charger.actors.counter
+import charger.actors.ticker
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import charger.actors.counter
-import charger.actors.ticker
 import charger.lifecycle
 import tests.support.probes  # noqa: F401 - registers the test message types too
 from charger.messages import (
@@ -80,8 +80,20 @@ def test_exact_wire_bytes_of_an_envelope() -> None:
 
 def _sample(**over: Any) -> Sample:
     base: dict[str, Any] = dict(
-        i=1, f=1.5, b=True, s="x", raw=b"\0", maybe=None, items=["a"], pair=(1, "p"), many=(0.5,),
-        table={"k": 2}, phase=Phase.B, mode="on", anything={"x": [1, None]}, nested=Inner(level=2),
+        i=1,
+        f=1.5,
+        b=True,
+        s="x",
+        raw=b"\0",
+        maybe=None,
+        items=["a"],
+        pair=(1, "p"),
+        many=(0.5,),
+        table={"k": 2},
+        phase=Phase.B,
+        mode="on",
+        anything={"x": [1, None]},
+        nested=Inner(level=2),
     )
     base.update(over)
     return Sample(**base)
@@ -148,7 +160,7 @@ def test_a_class_name_is_registered_once() -> None:
     with pytest.raises(TypeError, match="duplicate wire tag 'Inner'"):
 
         @message
-        class Inner:  # noqa: F811 - the point of the test
+        class Inner:
             level: int
 
 
@@ -161,7 +173,7 @@ _native = st.recursive(
 )
 
 
-def strategy_for(hint: Any) -> st.SearchStrategy[Any]:  # noqa: PLR0911 - mirrors the codec's type forms
+def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return _native
@@ -177,7 +189,7 @@ def strategy_for(hint: Any) -> st.SearchStrategy[Any]:  # noqa: PLR0911 - mirror
         return st.sampled_from(list(hint))
     if origin is Literal:
         return st.sampled_from(args)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if origin in (typing.Union, __import__("types").UnionType):
         return st.one_of(*(strategy_for(a) for a in args))
     if origin is list:
         return st.lists(strategy_for(args[0]), max_size=4)

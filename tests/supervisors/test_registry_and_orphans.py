@@ -35,7 +35,9 @@ def test_sigkilled_supervisor_leaves_no_orphans(start_tree, tmp_path):
 
 
 def test_dependent_is_rebound_after_the_peer_restarts(start_tree, tmp_path):
-    root = group("root", worker("peer"), worker("caller", actor="tests.support.probes:Caller", requires={"peer": ("peer",)}))
+    root = group(
+        "root", worker("peer"), worker("caller", actor="tests.support.probes:Caller", requires={"peer": ("peer",)})
+    )
     with start_tree(root) as system:
         first = system.client.call("caller", Relay())
         assert first.ok and first.pid == system.pid_of("peer")

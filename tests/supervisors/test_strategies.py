@@ -8,9 +8,9 @@ import signal
 import time
 
 import pytest
+from charger.supervisors.spec import Restart, Strategy
 
 from charger.errors import RemoteCrash
-from charger.supervisors.spec import Restart, Strategy
 from charger.testing import RunningSystem
 from tests.conftest import group, worker
 from tests.support.probes import Crash, Ping, StopNormally, read_log
@@ -141,7 +141,9 @@ def test_temporary_child_is_never_restarted(start_tree, tmp_path):
 
 
 def test_temporary_sibling_is_not_brought_back_by_one_for_all(start_tree, tmp_path):
-    root = group("root", worker("a"), worker("tmp", restart=Restart.TEMPORARY), worker("c"), strategy=Strategy.ONE_FOR_ALL)
+    root = group(
+        "root", worker("a"), worker("tmp", restart=Restart.TEMPORARY), worker("c"), strategy=Strategy.ONE_FOR_ALL
+    )
     with start_tree(root) as system:
         kill_and_wait_restart(system, "a")
         settle(system)
