@@ -16,7 +16,7 @@ from charger.messages import Kind, encode_envelope
 from charger.runtime import frame_parts
 from tests.conftest import group, worker
 from tests.supervisors.test_strategies import wait_for
-from tests.support.probes import Blocking, Crash, Ping, RefuseMe, Relay, Sleep
+from tests.support.probes import ArmTimers, AsyncDouble, Blocking, Crash, GetFired, Ping, RefuseMe, Relay, Sleep
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def live(tmp_path_factory):  # type: ignore[no-untyped-def]
         worker("sleepy"),
         worker("caller", actor="tests.support.probes:Caller", requires={"peer": ("sleepy",)}),
         worker("io", actor="tests.support.probes:IoUser"),
+        worker("timers", actor="tests.support.probes:TimerUser"),
         worker("ticker", actor="Ticker", config={"period_s": 0.05}),
         worker("counter", actor="Counter", requires={"source": ("ticker",)}),
         intensity=100,
@@ -87,6 +88,18 @@ def test_published_vars_reach_subscribers_and_resume_after_publisher_restart(liv
     first = wait_for(lambda: (c := live.client.call("counter", GetCount())).total > 3 and c, what="ticks")
     os.kill(live.pid_of("ticker"), signal.SIGKILL)
     wait_for(lambda: live.client.call("counter", GetCount()).total > first.total + 5, what="ticks after restart")
+
+
+def test_cancelled_timers_never_fire_and_repeating_ones_stop_when_cancelled(live):
+    live.client.call("timers", ArmTimers(delay=0.2))
+    time.sleep(0.8)
+    fired = live.client.call("timers", GetFired()).names
+    assert sorted(fired) == ["keep", "repeat", "repeat", "repeat"]
+
+
+def test_coroutines_run_on_the_io_loop(live):
+    result = live.client.call("timers", AsyncDouble(value=4))
+    assert result.value == 8 and result.thread.startswith("io:timers")
 
 
 def _probe_address(live):  # type: ignore[no-untyped-def]

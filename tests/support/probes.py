@@ -159,3 +159,59 @@ class IoUser(Probe):
 
         value, thread = yield self.run_io(work)
         return Blocked(value=value, thread=thread)
+
+
+@message
+class ArmTimers:
+    """Start timers named `keep` and `cancel` (same delay), cancel the second, and a repeating one."""
+
+    delay: float
+
+
+@message
+class TimersFired:
+    names: list[str]
+
+
+@message
+class GetFired:
+    pass
+
+
+@message
+class AsyncDouble:
+    value: int
+
+
+class TimerUser(Probe):
+    def init(self) -> None:
+        super().init()
+        self.fired: list[str] = []
+
+    @handles(ArmTimers)
+    def on_arm(self, msg: ArmTimers) -> None:
+        self.start_timer(msg.delay, lambda: self.fired.append("keep"))
+        doomed = self.start_timer(msg.delay, lambda: self.fired.append("cancel"))
+        doomed.cancel()
+        repeating = self.start_timer(msg.delay / 4, lambda: self._tick(repeating), repeat=True)
+
+    def _tick(self, timer: Any) -> None:
+        self.fired.append("repeat")
+        if self.fired.count("repeat") == 3:
+            timer.cancel()
+
+    @handles(GetFired)
+    def on_get_fired(self, msg: GetFired) -> TimersFired:
+        return TimersFired(names=list(self.fired))
+
+    @handles(AsyncDouble)
+    def on_async_double(self, msg: AsyncDouble) -> Generator[Pending, Any, Blocked]:
+        import asyncio
+        import threading
+
+        async def work() -> tuple[int, str]:
+            await asyncio.sleep(0.01)
+            return msg.value * 2, threading.current_thread().name
+
+        value, thread = yield self.run_async(work())
+        return Blocked(value=value, thread=thread)
