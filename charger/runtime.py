@@ -14,10 +14,12 @@ This module is the only place that speaks Thespian's API (camelCase, pickled fra
 from __future__ import annotations
 
 import ctypes
+import heapq
 import itertools
 import logging
 import os
 import signal
+import time
 import types
 from collections import deque
 from collections.abc import Callable, Generator
@@ -132,6 +134,8 @@ class ActorProcess(Actor):  # type: ignore[misc]
         self._peers: dict[str, _Peer] = {}
         self._corr = itertools.count(1)
         self._calls: dict[int, _OutboundCall] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._armed_for: float | None = None
         self._timers: dict[int, tuple[Timer, float, Callable[[], Any], bool]] = {}
         self._timer_ids = itertools.count(1)
         self._subscribers: dict[str, dict[str, Any]] = {}
@@ -377,9 +381,32 @@ class ActorProcess(Actor):  # type: ignore[misc]
         peer.in_flight[out.corr] = out
         self._calls[out.corr] = out
         self.send(peer.address, _pack(Kind.CALL, out.corr, self._name, out.frame))
-        self.wakeupAfter(timedelta(seconds=out.timeout), payload=("call", out.corr))
+        self._add_deadline(out.corr, out.timeout)
         out.frame = None  # only kept until sent
         out.pending.then(lambda _v: self._release(peer, out.corr), lambda _e: self._release(peer, out.corr))
+
+    def _add_deadline(self, corr: int, timeout: float) -> None:
+        """One armed wakeup for the earliest call deadline, not one wakeup per call."""
+        deadline = time.monotonic() + timeout
+        heapq.heappush(self._deadlines, (deadline, corr))
+        if self._armed_for is None or deadline < self._armed_for:
+            self._armed_for = deadline
+            self.wakeupAfter(timedelta(seconds=timeout), payload=("calls", deadline))
+
+    def _expire_calls(self, armed_for: float) -> None:
+        if armed_for != self._armed_for:
+            return  # superseded by an earlier deadline armed later
+        self._armed_for = None
+        now = time.monotonic()
+        while self._deadlines and (self._deadlines[0][0] <= now or self._deadlines[0][1] not in self._calls):
+            _, corr = heapq.heappop(self._deadlines)
+            out = self._calls.get(corr)
+            if out is not None:
+                out.pending.fail(CallTimeout(f"{out.target} did not answer within {out.timeout} s"))
+        if self._deadlines:
+            deadline = self._deadlines[0][0]
+            self._armed_for = deadline
+            self.wakeupAfter(timedelta(seconds=max(0.0, deadline - now)), payload=("calls", deadline))
 
     def _release(self, peer: _Peer, corr: int) -> None:
         peer.in_flight.pop(corr, None)
@@ -501,10 +528,8 @@ class ActorProcess(Actor):  # type: ignore[misc]
         if not isinstance(payload, tuple) or len(payload) != 2:
             return
         what, ident = payload
-        if what == "call":
-            out = self._calls.get(ident)
-            if out is not None:
-                out.pending.fail(CallTimeout(f"{out.target} did not answer within {out.timeout} s"))
+        if what == "calls":
+            self._expire_calls(ident)
         elif what == "timer" and ident in self._timers:
             timer, seconds, callback, repeat = self._timers[ident]
             if repeat:
