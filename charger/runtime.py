@@ -623,6 +623,7 @@ def _call_corr(data: Any) -> int | None:
 
 
 def _set_title(name: str, actor: str) -> None:
+    os.environ.setdefault("SPT_NOENV", "1")  # keep /proc/PID/environ intact (see charger.system)
     try:
         import setproctitle
 

@@ -28,6 +28,9 @@ def start_system(
     ignore our capabilities and run whatever code that stale admin imported.
     """
     os.environ.setdefault("THESPIAN_BASE_IPADDR", bind_address)
+    # Process titles must not overwrite /proc/PID/environ: the run token there is how a system's
+    # processes are found again (charger.processes), for the no-leftovers checks.
+    os.environ["SPT_NOENV"] = "1"
     if base != "simpleSystemBase" and _port_in_use(bind_address, admin_port):
         raise RuntimeError(f"admin port {admin_port} is already in use; is another charger system running?")
     caps = {"Admin Port": admin_port, **(capabilities or {})}
