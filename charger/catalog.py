@@ -52,8 +52,8 @@ def load_actor_type(name: str) -> type[Behaviour]:
         obj: object = importlib.import_module(module)
         for part in qualname.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise UnknownActorType(f"actor type {name!r}: cannot import {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a user's module raises on import is a bad type name to us
+        raise UnknownActorType(f"actor type {name!r}: cannot import {path}: {type(exc).__name__}: {exc}") from None
     if not (isinstance(obj, type) and issubclass(obj, Behaviour)):
         raise UnknownActorType(f"actor type {name!r}: {path} is not a charger Behaviour")
     return obj
