@@ -113,14 +113,21 @@ def test_signal_stops_everything_in_reverse_order(boot, tmp_path: Path, sig: sig
     assert f"stopping ({sig.name})" in b.text()
     stops = [line.split("charger.")[-1] for line in b.text().splitlines() if line.endswith(" stopped")]
     # site.yaml starts ticker, then the counting group (fast-ticker, counter): stop is the mirror image
-    assert stops == ["counting: counter stopped", "counting: fast-ticker stopped", "root: counting stopped", "root: ticker stopped"]
+    assert stops == [
+        "counting: counter stopped",
+        "counting: fast-ticker stopped",
+        "root: counting stopped",
+        "root: ticker stopped",
+    ]
     assert b.survivors() == []
 
 
 def test_a_killed_actor_is_restarted_and_reported(boot, tmp_path: Path) -> None:
     b = boot(str(SITE), "--admin-port", str(free_port()), "--state-dir", str(tmp_path / "state"))
     b.wait_for_output("running")
-    counter = next(pid for pid in leftover_processes(b.token) if b"charger: counter" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    counter = next(
+        pid for pid in leftover_processes(b.token) if b"charger: counter" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
     os.kill(counter, signal.SIGKILL)
     b.wait_for_output("counter started")
     b.proc.send_signal(signal.SIGTERM)
