@@ -116,13 +116,17 @@ def _supervise(asys: Any, topology: Topology, state_dir: str, duration: float | 
         return 1
     print(f"charger: site {topology.site!r} running, {len(topology.actors)} actors, state in {state_dir}", flush=True)
     seen = 0
-    status = _status(client, kernel)
-    while not stop.why and not status.halted:
-        if duration is not None and time.monotonic() - started_at >= duration:
-            break
-        time.sleep(_POLL_S)
+    try:
         status = _status(client, kernel)
-        seen = _print_events(status, seen)
+        while not stop.why and not status.halted:
+            if duration is not None and time.monotonic() - started_at >= duration:
+                break
+            time.sleep(_POLL_S)
+            status = _status(client, kernel)
+            seen = _print_events(status, seen)
+    except CallError as exc:
+        print(f"charger.boot: the kernel stopped answering ({exc}); stopping the system", file=sys.stderr)
+        return 1
     if status.halted:
         print(f"charger: halted: {status.reason}", file=sys.stderr)
     else:

@@ -218,6 +218,8 @@ class ActorProcess(Actor):  # type: ignore[misc]
         if isinstance(body, SubscribeVars):
             for tag in body.tags:
                 self._subscribers.setdefault(tag, {})[body.subscriber] = sender
+            if body.subscriber not in self._peers and self._registry is not None:
+                self._lookup([body.subscriber])  # to hear when it goes down; it re-subscribes when back
             self._answer(env, sender, Ack())
             return
         assert self._behaviour is not None
@@ -488,6 +490,9 @@ class ActorProcess(Actor):  # type: ignore[misc]
             if peer.var_tags:
                 self._send_var_subscription(change.name, peer)
             return
+        if peer.address is not None:  # a subscriber that went down gets no more vars
+            for subscribers in self._subscribers.values():
+                subscribers.pop(change.name, None)
         peer.address = None
         down = Unavailable(f"{change.name} is not running")
         for out in [*peer.in_flight.values(), *peer.backlog]:

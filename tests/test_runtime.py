@@ -102,6 +102,17 @@ def test_coroutines_run_on_the_io_loop(live):
     assert result.value == 8 and result.thread.startswith("io:timers")
 
 
+def test_a_restarted_subscriber_gets_vars_again(live):
+    import os
+    import signal
+
+    old = live.pid_of("counter")
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: live.status().actors.get("counter") not in (None, old), what="counter restart")
+    first = live.client.call("counter", GetCount()).total
+    wait_for(lambda: live.client.call("counter", GetCount()).total > first + 5, what="ticks to the new counter")
+
+
 def _probe_address(live):  # type: ignore[no-untyped-def]
     return live.client.resolve("probe")
 
