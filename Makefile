@@ -7,6 +7,7 @@ PYTHON ?= $(if $(wildcard $(VENV)/bin/python),$(CURDIR)/$(VENV)/bin/python,pytho
 install:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -e '.[test,dev]'
+	$(VENV)/bin/pip install -e examples/hello_plugin
 
 run:
 	$(PYTHON) -m charger.boot topology/site.yaml
@@ -31,7 +32,8 @@ typecheck:
 	rm -rf build/typecheck && mkdir -p build/typecheck
 	cp -as $(CURDIR)/charger build/typecheck/charger
 	for d in actors supervisors protocols hal sim; do cp -as $(CURDIR)/$$d build/typecheck/charger/$$d; done
-	cd build/typecheck && $(PYTHON) -m mypy --config-file $(CURDIR)/setup.cfg -p charger
+	cp -as $(CURDIR)/examples/hello_plugin/charger_hello build/typecheck/charger_hello
+	cd build/typecheck && $(PYTHON) -m mypy --config-file $(CURDIR)/setup.cfg -p charger -p charger_hello
 
 format:
 	$(PYTHON) -m ruff format .

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
@@ -22,7 +21,7 @@ from charger.client import Client
 from charger.errors import CallError
 from charger.kernel import KERNEL_ACTOR, kernel_config
 from charger.lifecycle import GetSystemStatus, Init, Shutdown, SystemStatus
-from charger.processes import TOKEN_VARIABLE, kill_leftovers, wait_until_gone
+from charger.processes import kill_all, session_of, session_processes, wait_until_gone
 from charger.runtime import ActorProcess
 from charger.supervisors.spec import ChildKind, ChildSpec
 from charger.system import logging_config, start_system
@@ -74,8 +73,6 @@ def _run(topology: Topology, args: argparse.Namespace) -> int:
     state_dir = os.path.abspath(args.state_dir or topology.state_dir or "state")
     os.makedirs(state_dir, exist_ok=True)
     admin_port = args.admin_port or topology.admin_port
-    # Every process of this system inherits the token, so the end-of-run check finds exactly ours.
-    token = os.environ.setdefault(TOKEN_VARIABLE, uuid.uuid4().hex)
     stop = _StopRequested()
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -86,23 +83,24 @@ def _run(topology: Topology, args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"charger.boot: {exc}", file=sys.stderr)
         return 1
-    code = 1
+    code, session = 1, [0]
     try:
-        code = _supervise(asys, topology, state_dir, args.duration, stop)
+        code = _supervise(asys, topology, state_dir, duration=args.duration, stop=stop, session=session)
     finally:
         asys.shutdown()
-        survivors = wait_until_gone(token, timeout=5.0)
+        # Every process of the system shares the admin's session: none may outlive the shutdown.
+        survivors = wait_until_gone(lambda: session_processes(session[0]), timeout=5.0) if session[0] else []
         if survivors:
-            kill_leftovers(token)
-            print(
-                f"charger.boot: killed {len(survivors)} process(es) that outlived shutdown: {survivors}",
-                file=sys.stderr,
-            )
+            kill_all(survivors)
+            print(f"charger.boot: killed {len(survivors)} leftover process(es): {survivors}", file=sys.stderr)
             code = code or 1
     return code
 
 
-def _supervise(asys: Any, topology: Topology, state_dir: str, duration: float | None, stop: _StopRequested) -> int:
+def _supervise(
+    asys: Any, topology: Topology, state_dir: str, *, duration: float | None, stop: _StopRequested, session: list[int]
+) -> int:
+    """Start the tree, watch it until told to stop, stop it in order. Puts the system's session id in `session`."""
     kernel = asys.createActor(ActorProcess)
     client = Client(asys, kernel, label="boot")
     init = Init(
@@ -110,7 +108,8 @@ def _supervise(asys: Any, topology: Topology, state_dir: str, duration: float | 
     )
     started_at = time.monotonic()
     try:
-        client.call_address(kernel, init, timeout=_START_TIMEOUT_S)
+        started = client.call_address(kernel, init, timeout=_START_TIMEOUT_S)
+        session[0] = session_of(started.pid)
     except CallError as exc:
         print(f"charger.boot: the supervision tree did not start: {exc}", file=sys.stderr)
         return 1

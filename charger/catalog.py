@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 from importlib.metadata import entry_points
 
 from charger.behaviour import Behaviour
@@ -21,6 +22,7 @@ from charger.behaviour import Behaviour
 __all__ = ["BUILTIN_ACTOR_TYPES", "ENTRY_POINT_GROUP", "UnknownActorType", "actor_types", "load_actor_type"]
 
 ENTRY_POINT_GROUP = "charger.actors"
+_log = logging.getLogger(__name__)
 
 BUILTIN_ACTOR_TYPES: dict[str, str] = {
     "Ticker": "charger.actors.ticker:Ticker",
@@ -37,6 +39,9 @@ def actor_types() -> dict[str, str]:
     """Every known actor type name -> ``module:Class``. A plugin cannot shadow a built-in."""
     found = dict(BUILTIN_ACTOR_TYPES)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in BUILTIN_ACTOR_TYPES:
+            _log.warning("ignoring plugin actor type %r (%s): a built-in has that name", ep.name, ep.value)
+            continue
         found.setdefault(ep.name, ep.value)
     return found
 

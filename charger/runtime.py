@@ -39,6 +39,7 @@ from thespian.actors import (
 
 from charger.behaviour import Behaviour, Pending, Timer
 from charger.catalog import load_actor_type
+from charger.config import checked_config
 from charger.errors import BadRequest, CallError, CallTimeout, Rejected, RemoteCrash, Unavailable, error_for_code
 from charger.io import IoBridge
 from charger.lifecycle import (
@@ -67,6 +68,25 @@ _CRASH_EXIT_GRACE = 2.0
 """Seconds a crashed actor waits for its supervisor to reap it before it exits on its own."""
 
 _log = logging.getLogger("charger.runtime")
+
+
+def _fresh_chunk_caller() -> Callable[[Callable[[], Any]], Any]:
+    """Build ``call(fn)``: runs `fn` at the base of a fresh CPython data-stack chunk.
+
+    CPython 3.11 and 3.12 keep frames in 16 KiB chunks and map and unmap a chunk each time a hot loop
+    crosses a boundary (python/cpython#142183, fixed in 3.13+). A forked actor inherits the stack
+    depth its parent had at the fork, so at unlucky depths every message crosses a boundary: calls
+    measured 2-4x slower (bench/RESULTS.md). The wrapper's frame (2200 locals, over 16 KiB) fills a
+    chunk of its own, so `fn`, and a child forked inside it, start at the base of the next chunk.
+    """
+    names = ", ".join(f"_v{i}" for i in range(2200))
+    namespace: dict[str, Any] = {}
+    source = f"def call(fn):\n    if False:\n        {names} = (None,) * 2200\n    return fn()\n"
+    exec(source, namespace)  # a fixed source: nothing from outside reaches it
+    return namespace["call"]  # type: ignore[no-any-return]
+
+
+on_fresh_stack_chunk = _fresh_chunk_caller()
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -276,6 +296,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
         """Run a generator handler until it yields unfinished work or returns."""
         while True:
             self._current_call = (sender, env.corr) if env.kind is Kind.CALL else None
+            self.current_sender, self.current_reply_to = env.sender, sender
             try:
                 step = gen.throw(error) if error is not None else gen.send(value)
             except StopIteration as stop:
@@ -324,8 +345,9 @@ class ActorProcess(Actor):  # type: ignore[misc]
         cls = load_actor_type(init.actor)
         behaviour = cls()
         behaviour.name = init.name
-        behaviour.config = dict(init.config)
-        behaviour.connections = {k: list(v) for k, v in init.requires.items()}
+        behaviour.config = checked_config(cls, init.config)
+        behaviour.connections = {req: list(init.requires.get(req, ())) for req in cls.requires}
+        behaviour.connections.update({k: list(v) for k, v in init.requires.items()})
         behaviour.state_dir = init.state_dir
         behaviour.log = logging.getLogger(f"charger.{init.name}")
         behaviour._rt = self
@@ -566,7 +588,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
         """Create a child actor process (supervisors only). Forking after threads exist is unsafe."""
         if self._io is not None:
             raise RuntimeError(f"{self._name} owns I/O threads and must not create child actors")
-        return self.createActor(ActorProcess)
+        return on_fresh_stack_chunk(lambda: self.createActor(ActorProcess))
 
     def stop(self, reason: str) -> None:
         self._run_terminate(reason)

@@ -27,14 +27,16 @@ def start_system(
     Raises `RuntimeError` when something already answers on that port: attaching would silently
     ignore our capabilities and run whatever code that stale admin imported.
     """
-    os.environ.setdefault("THESPIAN_BASE_IPADDR", bind_address)
+    os.environ["THESPIAN_BASE_IPADDR"] = bind_address  # the caller's (topology's) choice beats an inherited one
     # Process titles must not overwrite /proc/PID/environ: the run token there is how a system's
     # processes are found again (charger.processes), for the no-leftovers checks.
     os.environ["SPT_NOENV"] = "1"
     if base != "simpleSystemBase" and _port_in_use(bind_address, admin_port):
         raise RuntimeError(f"admin port {admin_port} is already in use; is another charger system running?")
     caps = {"Admin Port": admin_port, **(capabilities or {})}
-    return ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True)
+    from charger.runtime import on_fresh_stack_chunk  # the admin daemon is forked here
+
+    return on_fresh_stack_chunk(lambda: ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True))
 
 
 def _port_in_use(host: str, port: int) -> bool:

@@ -10,7 +10,6 @@ Reading the YAML with positions is `charger.yamlsource`'s job; this module check
 
 from __future__ import annotations
 
-import copy
 import enum
 import math
 import os
@@ -23,6 +22,7 @@ import jsonschema
 
 from charger.behaviour import Behaviour
 from charger.catalog import UnknownActorType, load_actor_type
+from charger.config import fill_defaults
 from charger.interfaces import Requirement
 from charger.supervisors.spec import ChildKind, ChildSpec, InvalidSpec, Restart, Strategy, SupFlags
 from charger.yamlsource import Path, Pos, Problem, YamlSource, describe, dotted, prefix, short
@@ -215,7 +215,7 @@ class _Checker:
             message = f"actor type {cls.__name__} has an invalid config_schema: {exc.message}"
             self.src.error(self.src.at((*path[:-1], "type")), message)
             return config
-        _fill_defaults(schema, config)
+        fill_defaults(schema, config)
         for error in jsonschema.Draft202012Validator(schema).iter_errors(config):
             self._config_error(path, error)
         return config
@@ -414,18 +414,6 @@ def _cycles(graph: dict[str, list[str]]) -> Iterator[list[str]]:
             elif nxt not in done:
                 path.append(nxt)
                 stack.append(iter(graph[nxt]))
-
-
-def _fill_defaults(schema: Any, value: Any) -> None:
-    """Fill in the ``default`` of every absent property, descending into nested objects."""
-    if not isinstance(schema, Mapping) or not isinstance(value, dict):
-        return
-    properties = schema.get("properties")
-    for key, sub in properties.items() if isinstance(properties, Mapping) else ():
-        if isinstance(sub, Mapping) and key not in value and "default" in sub:
-            value[key] = copy.deepcopy(sub["default"])
-        if key in value:
-            _fill_defaults(sub, value[key])
 
 
 def _extra_keys(schema: Any, instance: Any) -> list[str]:

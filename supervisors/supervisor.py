@@ -51,6 +51,8 @@ class _Child:
     stopping: bool = False
     gone: Pending = field(default_factory=Pending)
     starting: Pending | None = None
+    wanted: bool = True
+    """Should be running: False once a transient child stopped normally (temporary ones are removed)."""
 
     @property
     def running(self) -> bool:
@@ -82,6 +84,7 @@ class Supervisor(Behaviour):
     # --- start and stop one child -----------------------------------------------------------------
     def _start(self, child: _Child) -> Work:
         spec = child.spec
+        child.wanted = True
         child.address, child.pid = self._rt.spawn(), 0
         child.exit_normal, child.exit_reason, child.stopping, child.gone = False, "killed", False, Pending()
         if spec.kind is ChildKind.SUPERVISOR:
@@ -151,7 +154,9 @@ class Supervisor(Behaviour):
     @handles(Exiting)
     def on_exiting(self, msg: Exiting) -> None:
         """A child tells us why it is about to exit; we reap it, so the reason is known before the exit."""
-        child = next((c for c in self.children if c.spec.id == msg.name and c.running), None)
+        # by address, not name: a late Exiting from an instance that already died must not reap its replacement
+        sender = self._rt.current_reply_to
+        child = next((c for c in self.children if c.running and c.address == sender), None)
         if child is None:
             return
         child.exit_normal, child.exit_reason = msg.normal, msg.reason
@@ -194,6 +199,7 @@ class Supervisor(Behaviour):
             return
         restart = child.spec.restart
         if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and child.exit_normal):
+            child.wanted = False
             if restart is Restart.TEMPORARY:
                 self.children.remove(child)
             return
@@ -222,12 +228,13 @@ class Supervisor(Behaviour):
                     break
 
     def _affected(self, child: _Child) -> list[_Child]:
+        # "wanted", not "running": siblings left down by an earlier failed restart come back too
         strategy = self.flags.strategy
         if strategy is Strategy.ONE_FOR_ALL:
-            return [c for c in self.children if c is child or c.running]
+            return [c for c in self.children if c is child or c.wanted]
         if strategy is Strategy.REST_FOR_ONE:
             after = self.children[self.children.index(child) + 1 :]
-            return [child, *(c for c in after if c.running)]
+            return [child, *(c for c in after if c.wanted)]
         return [child]
 
     def _escalate(self, reason: str) -> None:

@@ -219,7 +219,7 @@ INLINE: dict[str, tuple[bytes, list[tuple[int, int, str]]]] = {
     "empty site": (b"site: ''\n" + REST, [(1, 7, "site: '' is not a non-empty name")]),
     "empty module path": (
         b"site: s\nactors:\n  a: {type: ':Thing'}\nsupervision: {children: [a]}\n",
-        [(3, 13, "actor type ':Thing': cannot import it")],
+        [(3, 13, "actor type ':Thing': cannot import :Thing")],
     ),
     "not a behaviour": (
         b"site: s\nactors:\n  a: {type: 'os:getcwd'}\nsupervision: {children: [a]}\n",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from charger.processes import TOKEN_VARIABLE, kill_leftovers, leftover_processes
+from charger.processes import TOKEN_VARIABLE, kill_all, token_processes, wait_until_gone
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,10 @@ SITE = ROOT / "topology" / "site.yaml"
 
 
 class Boot:
-    """One boot process; output goes to a file (the admin daemon inherits it, so never a pipe)."""
+    """One boot process; output goes to a file (the admin daemon inherits it, so never a pipe).
+
+    The token is in the exec'd environment, so every process forked below boot shows it in
+    /proc/PID/environ: that is how the test finds them, by PID."""
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
         self.token = uuid.uuid4().hex
@@ -51,10 +54,8 @@ class Boot:
             self.proc.wait()
 
     def survivors(self) -> list[int]:
-        deadline = time.monotonic() + 5
-        while (left := leftover_processes(self.token)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        kill_leftovers(self.token)
+        left = wait_until_gone(lambda: token_processes(self.token), timeout=5.0)
+        kill_all(left)
         return left
 
 
@@ -71,7 +72,7 @@ def boot(tmp_path: Path):  # type: ignore[no-untyped-def]
     for b in started:
         if b.proc.poll() is None:
             b.proc.kill()
-        kill_leftovers(b.token)
+        kill_all(token_processes(b.token))
 
 
 def test_check_accepts_the_shipped_topology(boot) -> None:
@@ -126,7 +127,7 @@ def test_a_killed_actor_is_restarted_and_reported(boot, tmp_path: Path) -> None:
     b = boot(str(SITE), "--admin-port", str(free_port()), "--state-dir", str(tmp_path / "state"))
     b.wait_for_output("running")
     counter = next(
-        pid for pid in leftover_processes(b.token) if b"charger: counter" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        pid for pid in token_processes(b.token) if b"charger: counter" in Path(f"/proc/{pid}/cmdline").read_bytes()
     )
     os.kill(counter, signal.SIGKILL)
     b.wait_for_output("counter started")

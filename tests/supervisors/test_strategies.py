@@ -149,3 +149,20 @@ def test_temporary_sibling_is_not_brought_back_by_one_for_all(start_tree, tmp_pa
         settle(system)
         assert sorted(system.status().actors) == ["a", "c", "root"]
         assert read_log(str(tmp_path), "starts.log") == ["a", "tmp", "c", "a", "c"]
+
+
+def test_a_failed_restart_still_brings_back_the_later_siblings(start_tree, tmp_path):
+    # a's first restart fails in init; rest_for_one must still restart b and c once a is back
+    root = group(
+        "root", worker("a", config={"fail_on_starts": [2]}), worker("b"), worker("c"), strategy=Strategy.REST_FOR_ONE
+    )
+    with start_tree(root) as system:
+        before = pids(system, "a", "b", "c")
+        os.kill(before["a"], signal.SIGKILL)
+        wait_for(lambda: {"a", "b", "c"} <= set(system.status().actors), what="all three back")
+        settle(system)
+        after = pids(system, "a", "b", "c")
+        assert all(after[n] != before[n] for n in "abc")
+        # one restart for the kill, one for the failed start; the dead instance's late Exiting must not
+        # take down its healthy replacement (which would add a third)
+        assert system.status().restarts["a"] == 2

@@ -100,12 +100,16 @@ class Probe(Behaviour):
         "properties": {
             "init_delay": {"type": "number", "minimum": 0, "default": 0},
             "fail_init": {"type": "boolean", "default": False},
+            "fail_on_starts": {"type": "array", "items": {"type": "integer"}, "default": []},
         },
     }
 
     def init(self) -> None:
         if self.config.get("fail_init"):
             raise RuntimeError("init refused by config")
+        _log_line(self.state_dir, f"{self.name}.attempts", "x")
+        if len(read_log(self.state_dir, f"{self.name}.attempts")) in self.config["fail_on_starts"]:
+            raise RuntimeError("init refused on this start")
         time.sleep(self.config.get("init_delay", 0))
         _log_line(self.state_dir, "starts.log", self.name)
 
