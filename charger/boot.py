@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, metavar="S", help="run S seconds, then stop cleanly")
     p.add_argument("--state-dir", metavar="DIR", help="where journals live (default: the topology's, else ./state)")
     p.add_argument("--admin-port", type=int, metavar="PORT", help="Thespian admin port (default: the topology's)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--json-logs", action="store_true", help="log JSON lines on stderr")
     return p
 
