@@ -203,6 +203,10 @@ class Behaviour:
         """A thread-safe function that, when called from any thread, runs `callback` on the actor's thread."""
         return self._rt.io().poster(callback)
 
+    def run_task(self, work: Any) -> None:
+        """Drive a generator (yielding `Pending`s) outside any handler, e.g. from a callback; raising is a crash."""
+        self._rt.run_task(work)
+
     def stop(self, reason: str = "normal") -> None:
         """Exit deliberately after the current handler: ``terminate`` runs, and a transient child stays down."""
         self._rt.stop(reason)

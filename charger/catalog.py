@@ -27,6 +27,7 @@ _log = logging.getLogger(__name__)
 BUILTIN_ACTOR_TYPES: dict[str, str] = {
     "Ticker": "charger.actors.ticker:Ticker",
     "Counter": "charger.actors.counter:Counter",
+    "ControlApi": "charger.actors.control_api:ControlApi",
 }
 
 

@@ -8,6 +8,7 @@ restart it: the system is *halted*, as an OTP node ends when its top application
 
 from __future__ import annotations
 
+import os
 from collections import Counter, deque
 from collections.abc import Generator
 from typing import Any
@@ -59,6 +60,7 @@ class Kernel(Supervisor):
         self._restarts: Counter[str] = Counter()
         self._events_total = 0
         self._halted = ""
+        self._bind(KERNEL_NAME, os.getpid(), self._rt.myAddress)  # callable by name, like any actor
         yield from super().init()
 
     # --- registry -----------------------------------------------------------------------------------
@@ -106,7 +108,7 @@ class Kernel(Supervisor):
         return SystemStatus(
             halted=bool(self._halted),
             reason=self._halted,
-            actors={name: pid for name, (_, pid) in self._names.items()},
+            actors={name: pid for name, (_, pid) in self._names.items() if name != KERNEL_NAME},
             restarts=dict(self._restarts),
             events=list(self._events),
             events_total=self._events_total,

@@ -342,6 +342,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
         self._registry = addresses.get("registry")
         self._supervisor = addresses.get("supervisor")
         _set_title(init.name, init.actor)
+        _make_logging_safe()
         cls = load_actor_type(init.actor)
         behaviour = cls()
         behaviour.name = init.name
@@ -647,6 +648,42 @@ def _call_corr(data: Any) -> int | None:
     if type(raw) is list and len(raw) == 5 and raw[0] == Kind.CALL and type(raw[1]) is int and raw[1] > 0:
         return int(raw[1])
     return None
+
+
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def _flatten_record(record: logging.LogRecord) -> None:
+    """Reduce a record to plain text fields (message formatted, exception as text, no extras)."""
+    if record.args:
+        record.msg, record.args = record.getMessage(), None
+    if record.exc_info:
+        record.exc_text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+        record.exc_info = None
+    for extra in set(vars(record)) - _RECORD_FIELDS:
+        delattr(record, extra)
+
+
+class _PicklableRecords(logging.Handler):
+    """Wraps Thespian's log handler, which pickles each record to the logger process (and skips
+    handler filters): a library that logs unpicklable arguments or extras (websockets does) would
+    otherwise get an exception from its own logging call."""
+
+    def __init__(self, inner: logging.Handler) -> None:
+        super().__init__(inner.level)
+        self.inner = inner
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        _flatten_record(record)
+        return bool(self.inner.handle(record))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.inner.emit(record)
+
+
+def _make_logging_safe() -> None:
+    root = logging.getLogger()
+    root.handlers = [h if isinstance(h, _PicklableRecords) else _PicklableRecords(h) for h in root.handlers]
 
 
 def _set_title(name: str, actor: str) -> None:

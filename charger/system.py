@@ -67,7 +67,7 @@ def logging_config(level: str = "INFO", json_lines: bool = False, filename: str 
         },
         "handlers": {"main": handler},
         "root": {"handlers": ["main"], "level": level},
-        "loggers": {"thespian": {"level": "WARNING"}},
+        "loggers": {"thespian": {"level": "WARNING"}, "websockets": {"level": "WARNING"}},
     }
 
 

@@ -1,0 +1,184 @@
+"""Control API: JSON-RPC 2.0 over a local websocket, for `python -m charger.ctl`, displays and tests.
+
+The websocket server runs on this actor's I/O thread; every request is handled on the actor's own
+thread, where it may call other actors by name. Events (supervision events from the kernel) are
+streamed to clients that called ``events.subscribe``, as ``event`` notifications.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable, Generator
+from typing import Any, ClassVar
+
+import jsonschema
+import websockets
+from charger.protocols import jsonrpc
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from charger.behaviour import Behaviour, Pending
+from charger.errors import CallError
+from charger.kernel import KERNEL_NAME
+from charger.lifecycle import GetSystemStatus, SystemStatus
+
+__all__ = ["ControlApi", "RpcError"]
+
+_EVENT_POLL_S = 0.5
+
+
+class RpcError(Exception):
+    """Raise from a method to answer with this JSON-RPC error instead of a result."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+
+Method = Callable[["ControlApi", dict[str, Any]], Any]
+_METHODS: dict[str, tuple[Method, dict[str, Any]]] = {}
+
+
+def rpc(name: str, params: dict[str, Any] | None = None) -> Callable[[Method], Method]:
+    """Register a JSON-RPC method; `params` is the JSON Schema its params object must match."""
+    schema = {"type": "object", "additionalProperties": False, "properties": {}, **(params or {})}
+
+    def register(fn: Method) -> Method:
+        _METHODS[name] = (fn, schema)
+        return fn
+
+    return register
+
+
+class ControlApi(Behaviour):
+    description = "JSON-RPC 2.0 over a local websocket: status, event stream and commands into the station."
+    config_schema: ClassVar = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "host": {"type": "string", "default": "127.0.0.1", "description": "Interface to listen on."},
+            "port": {"type": "integer", "minimum": 0, "maximum": 65535, "default": 8765, "description": "0: any."},
+            "port_file": {"type": "string", "description": "Write the port actually bound here (for ctl and tests)."},
+        },
+    }
+
+    def init(self) -> Generator[Pending, Any, None]:
+        self._clients: dict[int, ServerConnection] = {}
+        self._streams: set[int] = set()
+        self._server: Server | None = None
+        status = yield self.call(KERNEL_NAME, GetSystemStatus(), timeout=5.0)
+        self._events_seen = status.events_total  # stream what happens from now on
+        self.port = yield self.run_async(self._listen())
+        if "port_file" in self.config:
+            tmp = self.config["port_file"] + ".tmp"
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(str(self.port))
+            os.replace(tmp, self.config["port_file"])
+        self.start_timer(_EVENT_POLL_S, self._poll_events, repeat=True)
+
+    def terminate(self, reason: str) -> None:
+        if self._server is not None:
+            self._rt.io().loop.call_soon_threadsafe(self._server.close)
+
+    # --- websocket side (I/O thread) -----------------------------------------------------------
+    async def _listen(self) -> int:
+        self._server = await serve(
+            self._connection, self.config["host"], self.config["port"], max_size=jsonrpc.MAX_REQUEST_BYTES
+        )
+        return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    async def _connection(self, ws: ServerConnection) -> None:
+        client = id(ws)
+        self.post(lambda: self._clients.__setitem__(client, ws))()
+        try:
+            async for frame in ws:
+                self.post(functools.partial(self._on_frame, client, frame))()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.post(lambda: self._forget(client))()
+
+    # --- requests (actor thread) ---------------------------------------------------------------
+    def _forget(self, client: int) -> None:
+        self._clients.pop(client, None)
+        self._streams.discard(client)
+
+    def _on_frame(self, client: int, frame: str | bytes) -> None:
+        items, is_batch = jsonrpc.parse(frame)
+        self.run_task(self._answer(client, items, is_batch))
+
+    def _answer(self, client: int, items: list[Any], is_batch: bool) -> Generator[Pending, Any, None]:
+        responses = []
+        for item in items:
+            if isinstance(item, dict):  # already an error response
+                responses.append(item)
+                continue
+            response = yield from self._invoke(client, item)
+            if not item.is_notification:
+                responses.append(response)
+        if responses:
+            self._send(client, responses if is_batch else responses[0])
+
+    def _invoke(self, client: int, request: jsonrpc.Request) -> Generator[Pending, Any, dict[str, Any]]:
+        entry = _METHODS.get(request.method)
+        if entry is None:
+            return jsonrpc.error(request.id, jsonrpc.METHOD_NOT_FOUND, f"no method {request.method!r}")
+        method, schema = entry
+        if not isinstance(request.params, dict):
+            return jsonrpc.error(request.id, jsonrpc.INVALID_PARAMS, "params must be an object")
+        problems = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(request.params)]
+        if problems:
+            return jsonrpc.error(request.id, jsonrpc.INVALID_PARAMS, "; ".join(problems))
+        self._caller = client
+        try:
+            value = method(self, request.params)
+            if isinstance(value, Generator):
+                value = yield from value
+        except RpcError as exc:
+            return jsonrpc.error(request.id, exc.code, exc.message, exc.data)
+        except CallError as exc:
+            return jsonrpc.error(request.id, jsonrpc.APPLICATION_ERROR, str(exc), {"code": exc.code})
+        return jsonrpc.result(request.id, value)
+
+    def _send(self, client: int, message: Any) -> None:
+        ws = self._clients.get(client)
+        if ws is None:
+            return
+        self.run_async(ws.send(json.dumps(message))).then(
+            lambda _: None, lambda exc: self.log.debug("client %s gone: %s", client, exc)
+        )
+
+    # --- events ---------------------------------------------------------------------------------
+    def _poll_events(self) -> Generator[Pending, Any, None]:
+        try:
+            status = yield self.call(KERNEL_NAME, GetSystemStatus(), timeout=2.0)
+        except CallError:
+            return
+        assert isinstance(status, SystemStatus)
+        fresh = min(status.events_total - self._events_seen, len(status.events))
+        self._events_seen = status.events_total
+        for text in status.events[len(status.events) - fresh :] if fresh > 0 else ():
+            for client in self._streams:
+                self._send(client, jsonrpc.notification("event", {"text": text}))
+
+    # --- methods ---------------------------------------------------------------------------------
+    @rpc("ping")
+    def ping(self, params: dict[str, Any]) -> str:
+        return "pong"
+
+    @rpc("system.status")
+    def system_status(self, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, Any]]:
+        status = yield self.call(KERNEL_NAME, GetSystemStatus(), timeout=5.0)
+        return {
+            "halted": status.halted,
+            "reason": status.reason,
+            "actors": status.actors,
+            "restarts": status.restarts,
+            "events": status.events[-20:],
+        }
+
+    @rpc("events.subscribe")
+    def events_subscribe(self, params: dict[str, Any]) -> dict[str, bool]:
+        self._streams.add(self._caller)
+        return {"subscribed": True}
