@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
+from charger.protocols import jsonrpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from charger.protocols import jsonrpc
 
 
 def test_a_request_and_a_notification() -> None:
@@ -18,7 +17,9 @@ def test_a_request_and_a_notification() -> None:
 
 
 def test_spec_error_examples() -> None:
-    assert jsonrpc.parse('{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]')[0][0]["error"]["code"] == -32700
+    assert (
+        jsonrpc.parse('{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]')[0][0]["error"]["code"] == -32700
+    )
     assert jsonrpc.parse('{"jsonrpc": "2.0", "method": 1, "params": "bar"}')[0][0]["error"]["code"] == -32600
     assert jsonrpc.parse("[]")[0][0]["error"]["code"] == -32600
     items, batch = jsonrpc.parse("[1,2,3]")
