@@ -53,6 +53,22 @@ class Boot:
                 self.proc.kill()
             self.proc.wait()
 
+    def find_process(self, title: bytes, timeout: float = 10.0) -> int:
+        """The PID of this run's process whose title contains `title`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            titles = {}
+            for pid in token_processes(self.token):
+                try:
+                    titles[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if title in titles[pid]:
+                    return pid
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no process titled {title!r}; this run's processes: {titles}\n{self.text()}")
+            time.sleep(0.05)
+
     def survivors(self) -> list[int]:
         left = wait_until_gone(lambda: token_processes(self.token), timeout=5.0)
         kill_all(left)
@@ -126,9 +142,7 @@ def test_signal_stops_everything_in_reverse_order(boot, tmp_path: Path, sig: sig
 def test_a_killed_actor_is_restarted_and_reported(boot, tmp_path: Path) -> None:
     b = boot(str(SITE), "--admin-port", str(free_port()), "--state-dir", str(tmp_path / "state"))
     b.wait_for_output("running")
-    counter = next(
-        pid for pid in token_processes(b.token) if b"charger: counter" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    )
+    counter = b.find_process(b"charger: counter")
     os.kill(counter, signal.SIGKILL)
     b.wait_for_output("counter started")
     b.proc.send_signal(signal.SIGTERM)
