@@ -27,16 +27,31 @@ def start_system(
     Raises `RuntimeError` when something already answers on that port: attaching would silently
     ignore our capabilities and run whatever code that stale admin imported.
     """
+    _prepare_process_titles()
     os.environ["THESPIAN_BASE_IPADDR"] = bind_address  # the caller's (topology's) choice beats an inherited one
-    # Process titles must not overwrite /proc/PID/environ: the run token there is how a system's
-    # processes are found again (charger.processes), for the no-leftovers checks.
-    os.environ["SPT_NOENV"] = "1"
     if base != "simpleSystemBase" and _port_in_use(bind_address, admin_port):
         raise RuntimeError(f"admin port {admin_port} is already in use; is another charger system running?")
     caps = {"Admin Port": admin_port, **(capabilities or {})}
     from charger.runtime import on_fresh_stack_chunk  # the admin daemon is forked here
 
     return on_fresh_stack_chunk(lambda: ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True))
+
+
+def _prepare_process_titles() -> None:
+    """Let every forked actor process retitle itself ("charger: NAME (TYPE)").
+
+    setproctitle finds the argv memory it rewrites by walking back from the first environment
+    string, so it must look before anything replaces that string; the forked children inherit
+    what it found. Titles must not overwrite /proc/PID/environ either: the run token there is how
+    a system's processes are found again (charger.processes) for the no-leftovers checks.
+    """
+    if os.environ.get("SPT_NOENV") != "1":
+        os.environ["SPT_NOENV"] = "1"
+    try:
+        import setproctitle
+    except ImportError:  # pragma: no cover - a declared dependency; titles are only a nicety
+        return
+    setproctitle.setproctitle(setproctitle.getproctitle())
 
 
 def _port_in_use(host: str, port: int) -> bool:
