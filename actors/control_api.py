@@ -10,22 +10,48 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from collections.abc import Callable, Generator
 from typing import Any, ClassVar
 
 import jsonschema
 import websockets
+from charger.actors.charging import (
+    AUTH,
+    CARD_READER_SIM,
+    EVSE_MANAGER,
+    SIL_RIG,
+    CarCommand,
+    ChargingSessionEvent,
+    ConnectorStatus,
+    GetConnectorStatus,
+    GetRigState,
+    GetSessionHistory,
+    GrantLimitLease,
+    InjectSimFault,
+    PauseCharging,
+    PlugCar,
+    PresentCard,
+    PresentToken,
+    ResumeCharging,
+    SessionCompleted,
+    StopCharging,
+    UnplugCar,
+)
 from charger.protocols import jsonrpc
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from charger.behaviour import Behaviour, Pending
+from charger.behaviour import Behaviour, Pending, handles
 from charger.errors import CallError
+from charger.interfaces import Requirement
 from charger.kernel import KERNEL_NAME
 from charger.lifecycle import GetSystemStatus, SystemStatus
 
 __all__ = ["ControlApi", "RpcError"]
 
 _EVENT_POLL_S = 0.5
+_FAULTS = ["rcd", "meter_offline", "lock_failure", "pilot_error_e", "diode_failure"]
+_CONNECTOR = {"connector": {"type": ["string", "integer"], "description": "EVSE manager name or connector id"}}
 
 
 class RpcError(Exception):
@@ -52,7 +78,15 @@ def rpc(name: str, params: dict[str, Any] | None = None) -> Callable[[Method], M
 
 
 class ControlApi(Behaviour):
+    """The n-th ``rig`` connection is the simulated hardware of the n-th ``evse`` connection."""
+
     description = "JSON-RPC 2.0 over a local websocket: status, event stream and commands into the station."
+    requires = {
+        "evse": Requirement(interface=EVSE_MANAGER, min_connections=0, max_connections=64),
+        "rig": Requirement(interface=SIL_RIG, min_connections=0, max_connections=64),
+        "auth": Requirement(interface=AUTH, min_connections=0, max_connections=1),
+        "card_reader": Requirement(interface=CARD_READER_SIM, min_connections=0, max_connections=1),
+    }
     config_schema: ClassVar = {
         "type": "object",
         "additionalProperties": False,
@@ -76,6 +110,10 @@ class ControlApi(Behaviour):
                 f.write(str(self.port))
             os.replace(tmp, self.config["port_file"])
         self.start_timer(_EVENT_POLL_S, self._poll_events, repeat=True)
+        self.evses: list[str] = list(self.connections.get("evse", []))
+        self.rigs: list[str] = list(self.connections.get("rig", []))
+        for evse in self.evses:
+            self.subscribe(evse, ChargingSessionEvent, SessionCompleted)
 
     def terminate(self, reason: str) -> None:
         if self._server is not None:
@@ -162,6 +200,13 @@ class ControlApi(Behaviour):
             for client in self._streams:
                 self._send(client, jsonrpc.notification("event", {"text": text}))
 
+    @handles(ChargingSessionEvent, SessionCompleted)
+    def on_session_news(self, news: ChargingSessionEvent | SessionCompleted) -> None:
+        method = "session_event" if isinstance(news, ChargingSessionEvent) else "session_completed"
+        body = {name: getattr(news, name) for name in news.__dataclass_fields__}
+        for client in self._streams:
+            self._send(client, jsonrpc.notification(method, body))
+
     # --- methods ---------------------------------------------------------------------------------
     @rpc("ping")
     def ping(self, params: dict[str, Any]) -> str:
@@ -182,3 +227,144 @@ class ControlApi(Behaviour):
     def events_subscribe(self, params: dict[str, Any]) -> dict[str, bool]:
         self._streams.add(self._caller)
         return {"subscribed": True}
+
+
+# --- charging: connectors, the simulated car and hardware, tokens ------------------------------------
+
+
+def _connector_index(api: ControlApi, params: dict[str, Any]) -> int:
+    wanted = params["connector"]
+    for index, name in enumerate(api.evses):
+        if wanted in (name, index + 1, str(index + 1)):
+            return index
+    raise RpcError(jsonrpc.INVALID_PARAMS, f"no connector {wanted!r}; connectors: {api.evses or 'none'}")
+
+
+def _evse(api: ControlApi, params: dict[str, Any]) -> str:
+    return api.evses[_connector_index(api, params)]
+
+
+def _rig(api: ControlApi, params: dict[str, Any]) -> str:
+    index = _connector_index(api, params)
+    if index >= len(api.rigs):
+        raise RpcError(jsonrpc.INVALID_PARAMS, f"connector {api.evses[index]} has no simulated hardware")
+    return api.rigs[index]
+
+
+def _as_dict(msg: Any) -> dict[str, Any]:
+    return {name: getattr(msg, name) for name in msg.__dataclass_fields__}
+
+
+def _ok(api: ControlApi, target: str, msg: Any) -> Generator[Pending, Any, dict[str, bool]]:
+    yield api.call(target, msg, timeout=5.0)
+    return {"ok": True}
+
+
+@rpc("connectors.status")
+def connectors_status(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, list[dict[str, Any]]]:
+    out = []
+    for name in api.evses:
+        try:
+            status = yield api.call(name, GetConnectorStatus(), timeout=2.0)
+        except CallError as exc:
+            out.append({"connector": name, "state": "Unavailable", "detail": str(exc)})
+            continue
+        assert isinstance(status, ConnectorStatus)
+        out.append(_as_dict(status))
+    return out
+
+
+@rpc("connector.plug", {"required": ["connector"], "properties": {**_CONNECTOR, "script": {"type": "string"}}})
+def connector_plug(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
+    return (yield from _ok(api, _rig(api, params), PlugCar(script=params.get("script", ""))))
+
+
+@rpc("connector.unplug", {"required": ["connector"], "properties": _CONNECTOR})
+def connector_unplug(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
+    return (yield from _ok(api, _rig(api, params), UnplugCar()))
+
+
+@rpc("connector.car", {"required": ["connector", "script"], "properties": {**_CONNECTOR, "script": {"type": "string"}}})
+def connector_car(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
+    return (yield from _ok(api, _rig(api, params), CarCommand(script=params["script"])))
+
+
+@rpc("connector.rig", {"required": ["connector"], "properties": _CONNECTOR})
+def connector_rig(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, Any]]:
+    state = yield api.call(_rig(api, params), GetRigState(), timeout=5.0)
+    return _as_dict(state)
+
+
+@rpc(
+    "connector.fault",
+    {
+        "required": ["connector", "fault"],
+        "properties": {**_CONNECTOR, "fault": {"enum": _FAULTS}, "active": {"type": "boolean"}},
+    },
+)
+def connector_fault(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
+    msg = InjectSimFault(fault=params["fault"], active=params.get("active", True))
+    return (yield from _ok(api, _rig(api, params), msg))
+
+
+@rpc("connector.pause", {"required": ["connector"], "properties": _CONNECTOR})
+def connector_pause(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
+    return (yield from _ok(api, _evse(api, params), PauseCharging()))
+
+
+@rpc("connector.resume", {"required": ["connector"], "properties": _CONNECTOR})
+def connector_resume(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
+    return (yield from _ok(api, _evse(api, params), ResumeCharging()))
+
+
+@rpc("connector.stop", {"required": ["connector"], "properties": {**_CONNECTOR, "reason": {"type": "string"}}})
+def connector_stop(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
+    return (yield from _ok(api, _evse(api, params), StopCharging(reason=params.get("reason", "Local"))))
+
+
+@rpc(
+    "connector.lease",
+    {
+        "required": ["connector", "valid_for_s"],
+        "properties": {
+            **_CONNECTOR,
+            "amps": {"type": "number", "minimum": 0},
+            "watts": {"type": "number", "minimum": 0},
+            "valid_for_s": {"type": "number", "exclusiveMinimum": 0},
+        },
+    },
+)
+def connector_lease(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
+    lease = GrantLimitLease(
+        valid_until=time.time() + params["valid_for_s"],
+        amps=params.get("amps"),
+        watts=params.get("watts"),
+        grantor="api",
+    )
+    return (yield from _ok(api, _evse(api, params), lease))
+
+
+@rpc("connector.sessions", {"required": ["connector"], "properties": {**_CONNECTOR, "limit": {"type": "integer"}}})
+def connector_sessions(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, list[dict[str, Any]]]:
+    history = yield api.call(_evse(api, params), GetSessionHistory(limit=params.get("limit", 100)), timeout=5.0)
+    return [_as_dict(s) for s in history.sessions]
+
+
+@rpc(
+    "rfid.present",
+    {
+        "required": ["token"],
+        "properties": {"token": {"type": "string", "minLength": 1}, "connector": _CONNECTOR["connector"]},
+    },
+)
+def rfid_present(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, Any]]:
+    """Through the simulated card reader when there is one (the real driver path), else straight to auth."""
+    readers, auths = api.connections.get("card_reader", []), api.connections.get("auth", [])
+    if readers and "connector" not in params:
+        yield api.call(readers[0], PresentCard(uid=params["token"]), timeout=5.0)
+        return {"presented": True, "via": readers[0]}
+    if not auths:
+        raise RpcError(jsonrpc.INVALID_PARAMS, "no auth actor is wired to the control API")
+    connector = _evse(api, params) if "connector" in params else None
+    verdict = yield api.call(auths[0], PresentToken(token_id=params["token"], connector=connector, source="api"))
+    return _as_dict(verdict)

@@ -1,7 +1,16 @@
 """``python -m charger.ctl``: talk to a running charger through its control API (JSON-RPC 2.0 over a websocket).
 
     python -m charger.ctl status               # actors, restarts, recent events
-    python -m charger.ctl events               # stream events until Ctrl-C
+    python -m charger.ctl connectors           # every connector: state, limit, power, session
+    python -m charger.ctl events               # stream supervision and session events until Ctrl-C
+    python -m charger.ctl plug 1 [SCRIPT]      # plug the simulated car in (and run a car-sim script)
+    python -m charger.ctl unplug 1
+    python -m charger.ctl car 1 "draw_power_regulated 16,3;sleep 60;unplug"
+    python -m charger.ctl rfid 04A1B2C3D4 [--connector 1]
+    python -m charger.ctl pause 1 | resume 1 | stop 1 [--reason Local]
+    python -m charger.ctl fault 1 rcd|meter_offline|lock_failure|pilot_error_e|diode_failure [--clear]
+    python -m charger.ctl lease 1 --amps 10 --valid-for 60
+    python -m charger.ctl sessions 1           # completed sessions, as billed
     python -m charger.ctl call METHOD [JSON]   # any method, params as a JSON object
 
 Exit codes: 0 ok, 1 the API answered with an error or could not be reached, 2 usage error.
@@ -48,7 +57,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=DEFAULT_URL, help=f"control API websocket (default {DEFAULT_URL})")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="actors, restarts and recent events")
+    sub.add_parser("connectors", help="every connector at a glance")
     sub.add_parser("events", help="stream events until interrupted")
+    for name, text in (
+        ("unplug", "pull the simulated car's plug"),
+        ("pause", "pause charging"),
+        ("resume", "resume charging"),
+        ("sessions", "completed sessions, as billed"),
+    ):
+        sub.add_parser(name, help=text).add_argument("connector", help="connector id or EVSE manager name")
+    plug = sub.add_parser("plug", help="plug the simulated car in")
+    plug.add_argument("connector")
+    plug.add_argument("script", nargs="?", default="", help="car-simulator commands to run")
+    car = sub.add_parser("car", help="run car-simulator commands on a connector's car")
+    car.add_argument("connector")
+    car.add_argument("script")
+    rfid = sub.add_parser("rfid", help="present an RFID token")
+    rfid.add_argument("token")
+    rfid.add_argument("--connector", help="hand it to this connector (skips the card reader)")
+    stop = sub.add_parser("stop", help="stop the running session")
+    stop.add_argument("connector")
+    stop.add_argument("--reason", default="Local", help="OCPP stop reason (default Local)")
+    fault = sub.add_parser("fault", help="inject (or --clear) a fault into the simulated hardware")
+    fault.add_argument("connector")
+    fault.add_argument("fault", choices=["rcd", "meter_offline", "lock_failure", "pilot_error_e", "diode_failure"])
+    fault.add_argument("--clear", action="store_true")
+    lease = sub.add_parser("lease", help="grant a current (or power) limit for a while")
+    lease.add_argument("connector")
+    limit = lease.add_mutually_exclusive_group(required=True)
+    limit.add_argument("--amps", type=float)
+    limit.add_argument("--watts", type=float)
+    lease.add_argument("--valid-for", type=float, default=60.0, help="seconds (default 60)")
     call = sub.add_parser("call", help="call any method")
     call.add_argument("method")
     call.add_argument("params", nargs="?", default="{}", help="a JSON object")
@@ -82,22 +121,73 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(ws: ClientConnection, args: argparse.Namespace, params: dict[str, Any]) -> int:
     if args.command == "status":
-        status = request(ws, "system.status", {})
-        print("halted: " + status["reason"] if status["halted"] else "running")
-        for name, pid in sorted(status["actors"].items()):
-            restarts = status["restarts"].get(name, 0)
-            print(f"  {name:<24} pid {pid:<8} restarts {restarts}")
-        for line in status["events"]:
-            print(f"  | {line}")
+        _print_status(request(ws, "system.status", {}))
+    elif args.command == "connectors":
+        for connector in request(ws, "connectors.status", {}):
+            print(_connector_line(connector))
     elif args.command == "events":
         request(ws, "events.subscribe", {})
         for frame in ws:
-            message = json.loads(frame)
-            if message.get("method") == "event":
-                print(message["params"]["text"], flush=True)
+            line = _event_line(json.loads(frame))
+            if line is not None:
+                print(line, flush=True)
     else:
-        print(json.dumps(request(ws, args.method, params), indent=2))
+        method, call_params = (args.method, params) if args.command == "call" else _shortcut(args)
+        print(json.dumps(request(ws, method, call_params), indent=2))
     return 0
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    print("halted: " + status["reason"] if status["halted"] else "running")
+    for name, pid in sorted(status["actors"].items()):
+        restarts = status["restarts"].get(name, 0)
+        print(f"  {name:<24} pid {pid:<8} restarts {restarts}")
+    for line in status["events"]:
+        print(f"  | {line}")
+
+
+def _connector_line(c: dict[str, Any]) -> str:
+    if "pilot" not in c:
+        return f"{c['connector']:<12} {c['state']}: {c.get('detail', '')}"
+    power = "-" if c["power_w"] is None else f"{c['power_w'] / 1000:.1f} kW"
+    energy = "-" if c["energy_wh"] is None else f"{c['energy_wh'] / 1000:.3f} kWh"
+    faults = f"  faults: {', '.join(c['faults'])}" if c["faults"] else ""
+    return (
+        f"{c['connector']:<12} {c['pilot']} {c['state']:<26} {c['current_limit_a']:5.1f} A {power:>9} "
+        f"{energy:>11}  {c['session_id'] or '-'}  {c['last_event'] or ''}{faults}"
+    )
+
+
+def _event_line(message: dict[str, Any]) -> str | None:
+    params = message.get("params") or {}
+    if message.get("method") == "event":
+        return str(params["text"])
+    if message.get("method") == "session_event":
+        return f"{params['connector']}: {params['kind']} session {params['session_id']}"
+    if message.get("method") == "session_completed":
+        return f"{params['connector']}: session {params['session_id']} billed {params['energy_wh']} Wh"
+    return None
+
+
+_SHORTCUTS: dict[str, Any] = {
+    "plug": lambda a: ("connector.plug", {"script": a.script}),
+    "car": lambda a: ("connector.car", {"script": a.script}),
+    "stop": lambda a: ("connector.stop", {"reason": a.reason}),
+    "fault": lambda a: ("connector.fault", {"fault": a.fault, "active": not a.clear}),
+    "lease": lambda a: (
+        "connector.lease",
+        {**({"amps": a.amps} if a.amps is not None else {"watts": a.watts}), "valid_for_s": a.valid_for},
+    ),
+    "rfid": lambda a: ("rfid.present", {"token": a.token}),
+}
+
+
+def _shortcut(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The JSON-RPC call behind a convenience subcommand."""
+    method, params = _SHORTCUTS.get(args.command, lambda a: (f"connector.{a.command}", {}))(args)
+    if getattr(args, "connector", None) is not None:
+        params["connector"] = args.connector
+    return method, params
 
 
 if __name__ == "__main__":

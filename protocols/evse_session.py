@@ -112,6 +112,11 @@ class ConnectorMachine(ConnectorCore):
         return self._f.locked
 
     @property
+    def lease_until(self) -> float | None:
+        """When the current lease lapses (None: no lease was ever granted)."""
+        return self._f.lease_until
+
+    @property
     def active_faults(self) -> Mapping[Fault, Severity]:
         return MappingProxyType(self._f.faults)
 

@@ -1,0 +1,88 @@
+"""LoadShare: keeps a group of connectors under one supply fuse by granting current leases.
+
+Every period each connector gets a lease valid for a few periods. A connector without a transaction
+is granted the minimum PWM current (6 A), so a car that plugs in can start at once without pushing
+the sum over the fuse; the rest is split evenly among the connectors with a transaction. If even
+that does not fit, the connectors that started first keep 6 A and the others are paused (0 A).
+Should this actor stop, the leases lapse and every connector falls back to its own failsafe
+current (DESIGN §7), which the topology must size to fit the fuse.
+
+This is the simple static policy; the optimizing energy manager replaces it in a park.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import ClassVar
+
+from charger.actors.charging import EVSE_MANAGER, ConnectorStatus, GrantLimitLease
+from charger.protocols.iec61851 import MIN_PWM_CURRENT_A
+
+from charger.behaviour import Behaviour, handles
+from charger.interfaces import Requirement
+
+__all__ = ["LoadShare", "share_fuse"]
+
+_TRANSACTION_STATES = frozenset(
+    {"PrepareCharging", "Charging", "ChargingPausedEV", "ChargingPausedEVSE", "StoppingCharging"}
+)
+
+
+def share_fuse(fuse_a: float, connectors: list[str], in_transaction: list[str]) -> dict[str, float]:
+    """Amps per phase for each connector; the sum never exceeds `fuse_a`. `in_transaction` is ordered by
+    who started first."""
+    idle = [c for c in connectors if c not in in_transaction]
+    grants = dict.fromkeys(connectors, 0.0)
+    budget = fuse_a
+    for name in idle:
+        if budget >= MIN_PWM_CURRENT_A:
+            grants[name], budget = MIN_PWM_CURRENT_A, budget - MIN_PWM_CURRENT_A
+    active = [c for c in in_transaction if c in grants]
+    fitting = active[: int(budget // MIN_PWM_CURRENT_A)]
+    for name in fitting:
+        grants[name] = math.floor(budget / len(fitting) * 10 + 1e-9) / 10  # down to 0.1 A: never over the fuse
+    return grants
+
+
+class LoadShare(Behaviour):
+    description = "Splits one supply fuse among connectors with current leases."
+    requires = {"evse": Requirement(interface=EVSE_MANAGER, min_connections=1, max_connections=64)}
+    config_schema: ClassVar = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "fuse_a": {"type": "number", "minimum": 0, "default": 32, "description": "Supply fuse, A per phase."},
+            "period_s": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
+            "lease_periods": {"type": "number", "minimum": 1, "default": 3, "description": "Lease validity."},
+        },
+    }
+
+    def init(self) -> None:
+        self.connectors: list[str] = list(self.connections["evse"])
+        self.started: list[str] = []  # connectors in a transaction, first come first
+        for name in self.connectors:
+            self.subscribe(name, ConnectorStatus)
+        self.start_timer(self.config["period_s"], self._grant, repeat=True)
+
+    @handles(ConnectorStatus)
+    def on_status(self, status: ConnectorStatus) -> None:
+        busy = status.state in _TRANSACTION_STATES
+        if busy and status.connector not in self.started:
+            self.started.append(status.connector)
+            self._grant()  # a new transaction changes every share: do not wait for the period
+        elif not busy and status.connector in self.started:
+            self.started.remove(status.connector)
+
+    def _grant(self) -> None:
+        valid_until = time.time() + self.config["period_s"] * self.config["lease_periods"]
+        for name, amps in share_fuse(self.config["fuse_a"], self.connectors, self.started).items():
+            lease = GrantLimitLease(valid_until=valid_until, amps=amps, grantor=self.name)
+            self.call(name, lease, timeout=2.0).then(_ignore, self._lease_failed)
+
+    def _lease_failed(self, exc: BaseException) -> None:
+        self.log.debug("%s: a lease was not taken: %s", self.name, exc)
+
+
+def _ignore(_: object) -> None:
+    pass
