@@ -14,8 +14,8 @@ from charger.messages import message
 
 __all__ = [
     "AUTH",
-    "CARD_READER_SIM",
     "BOARD",
+    "CARD_READER_SIM",
     "EVSE_MANAGER",
     "POWERMETER",
     "SIL_RIG",

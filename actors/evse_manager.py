@@ -155,6 +155,9 @@ class EvseManager(Behaviour):
             self.machine.restore(snapshot)  # ValueError (corrupt or unsafe) is a crash: never guess a session
             self.log.info("%s: resumed in %s, session %s", self.name, self.machine.state.value, self.machine.session_id)
         self._apply(self.machine.resync())
+        if self.meter_name and self.machine.snapshot()["energy_wh"] is None:
+            # Never energise before the billing meter has answered once: a session must have a start value.
+            self._feed(FaultRaised(fault=Fault.METER_OFFLINE))
         self.subscribe(self.board_name, BoardState)
         if self.meter_name:
             self.subscribe(self.meter_name, PowerMeterReading)
@@ -251,6 +254,7 @@ class EvseManager(Behaviour):
 
     @handles(GetConnectorStatus)
     def on_get_status(self, req: GetConnectorStatus) -> ConnectorStatus:
+        self._feed(Tick())  # a lease may have lapsed since the last step: answer with the outputs of now
         return self._status()
 
     @handles(GetSessionHistory)
@@ -436,7 +440,7 @@ class EvseManager(Behaviour):
             stop = previous if previous is not None else (self.meter.energy_wh if self.meter else None)
         start = record.get("meter_start_wh")
         energy = None if start is None or stop is None else stop - start
-        done = SessionCompleted(**{**record, "meter_stop_wh": stop, "energy_wh": energy})
+        done = SessionCompleted(connector=self.name, **{**record, "meter_stop_wh": stop, "energy_wh": energy})
         self.closing = [r for r in self.closing if r["session_id"] != record["session_id"]]
         total = float(self.journal.get("energy_total_wh", 0.0)) + (energy or 0.0)
         self.journal.append(

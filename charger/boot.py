@@ -1,5 +1,9 @@
 """``python -m charger.boot TOPOLOGY``: validate a topology, start its actor system, run, stop cleanly.
 
+While it runs it shows the supervision events and, per connector (every EVSE manager of the
+topology), its state: a live table on a terminal, a plain line per change otherwise (or with
+``--no-view``/``--json-logs``). When it stops it prints the sessions the connectors completed.
+
 Exit codes: 0 after a clean run or a clean ``--check``; 1 when the system could not start or
 halted (its root supervisor gave up); 2 for a topology or usage error, printed as
 ``file:line:col: message`` lines without a traceback.
@@ -23,6 +27,15 @@ from charger.kernel import KERNEL_ACTOR, kernel_config
 from charger.lifecycle import GetSystemStatus, Init, Shutdown, SystemStatus
 from charger.processes import kill_all, session_of, session_processes, wait_until_gone
 from charger.runtime import ActorProcess
+from charger.status_view import (
+    ConnectorPoller,
+    ConnectorView,
+    LiveDisplay,
+    PlainDisplay,
+    connector_names,
+    fetch_histories,
+    summary_lines,
+)
 from charger.supervisors.spec import ChildKind, ChildSpec
 from charger.system import logging_config, start_system
 from charger.topology import Topology, TopologyError, load_topology
@@ -30,6 +43,7 @@ from charger.topology import Topology, TopologyError, load_topology
 __all__ = ["main"]
 
 _POLL_S = 0.25
+_CONNECTOR_POLL_S = 0.5
 _START_TIMEOUT_S = 60.0
 
 
@@ -41,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", metavar="DIR", help="where journals live (default: the topology's, else ./state)")
     p.add_argument("--admin-port", type=int, metavar="PORT", help="Thespian admin port (default: the topology's)")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    p.add_argument("--json-logs", action="store_true", help="log JSON lines on stderr")
+    p.add_argument("--json-logs", action="store_true", help="log JSON lines on stderr (implies --no-view)")
+    p.add_argument("--no-view", action="store_true", help="plain lines instead of the live view on a terminal")
     return p
 
 
@@ -76,16 +91,25 @@ def _run(topology: Topology, args: argparse.Namespace) -> int:
     stop = _StopRequested()
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    # The live view redraws the terminal: only for a person watching one, never into a log or a pipe.
+    live = sys.stdout.isatty() and not (args.no_view or args.json_logs)
+    # The actors log through Thespian's logger process, which writes to the terminal behind the live
+    # view's back and would tear its redraws: while the view runs, the log goes to a file instead.
+    log_file = os.path.join(state_dir, "charger.log") if live else None
     try:
         asys = start_system(
-            admin_port, bind_address=topology.bind, log_config=logging_config(args.log_level, args.json_logs)
+            admin_port,
+            bind_address=topology.bind,
+            log_config=logging_config(args.log_level, args.json_logs, filename=log_file),
         )
     except RuntimeError as exc:
         print(f"charger.boot: {exc}", file=sys.stderr)
         return 1
+    if log_file:
+        print(f"charger: logging to {log_file} (--no-view logs here instead)", flush=True)
     code, session = 1, [0]
     try:
-        code = _supervise(asys, topology, state_dir, duration=args.duration, stop=stop, session=session)
+        code = _supervise(asys, topology, state_dir, duration=args.duration, stop=stop, session=session, live=live)
     finally:
         asys.shutdown()
         # Every process of the system shares the admin's session: none may outlive the shutdown.
@@ -98,7 +122,14 @@ def _run(topology: Topology, args: argparse.Namespace) -> int:
 
 
 def _supervise(
-    asys: Any, topology: Topology, state_dir: str, *, duration: float | None, stop: _StopRequested, session: list[int]
+    asys: Any,
+    topology: Topology,
+    state_dir: str,
+    *,
+    duration: float | None,
+    stop: _StopRequested,
+    session: list[int],
+    live: bool,
 ) -> int:
     """Start the tree, watch it until told to stop, stop it in order. Puts the system's session id in `session`."""
     kernel = asys.createActor(ActorProcess)
@@ -106,7 +137,7 @@ def _supervise(
     init = Init(
         name="kernel", actor=KERNEL_ACTOR, config=kernel_config(topology.root), requires={}, state_dir=state_dir
     )
-    started_at = time.monotonic()
+    started_at, started_wall = time.monotonic(), time.time()
     try:
         started = client.call_address(kernel, init, timeout=_START_TIMEOUT_S)
         session[0] = session_of(started.pid)
@@ -114,15 +145,23 @@ def _supervise(
         print(f"charger.boot: the supervision tree did not start: {exc}", file=sys.stderr)
         return 1
     print(f"charger: site {topology.site!r} running, {len(topology.actors)} actors, state in {state_dir}", flush=True)
-    seen = 0
+    connectors = connector_names(topology.root)
+    poller = ConnectorPoller(client, connectors)
+    display = LiveDisplay(topology.site) if live else PlainDisplay()
+    next_poll = 0.0
     try:
-        status = _status(client, kernel)
-        while not stop.why and not status.halted:
-            if duration is not None and time.monotonic() - started_at >= duration:
-                break
-            time.sleep(_POLL_S)
+        with display:
             status = _status(client, kernel)
-            seen = _print_events(status, seen)
+            while not stop.why and not status.halted:
+                if duration is not None and time.monotonic() - started_at >= duration:
+                    break
+                time.sleep(_POLL_S)
+                status = _status(client, kernel)
+                views: list[ConnectorView] | None = None
+                if connectors and time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + _CONNECTOR_POLL_S
+                    views = poller.poll()
+                display.show(status, views)
     except CallError as exc:
         print(f"charger.boot: the kernel stopped answering ({exc}); stopping the system", file=sys.stderr)
         return 1
@@ -130,6 +169,11 @@ def _supervise(
         print(f"charger: halted: {status.reason}", file=sys.stderr)
     else:
         print(f"charger: stopping ({stop.why or 'duration reached'})", flush=True)
+    # Asked before the shutdown, while the connectors still run; one that does not answer is reported
+    # as such and never holds the shutdown up for longer than its call timeout.
+    histories = fetch_histories(client, connectors, wait_restarting=0.0 if status.halted else 2.0)
+    for line in summary_lines(histories, since=started_wall):
+        print(line, flush=True)
     try:
         client.call_address(kernel, Shutdown(reason="shutdown"), timeout=_shutdown_budget(topology.root))
     except CallError as exc:
@@ -143,14 +187,6 @@ def _status(client: Client, kernel: Any) -> SystemStatus:
     status = client.call_address(kernel, GetSystemStatus(), timeout=10.0)
     assert isinstance(status, SystemStatus)
     return status
-
-
-def _print_events(status: SystemStatus, seen: int) -> int:
-    """Print supervision events not shown yet (the kernel keeps the latest ones in order)."""
-    fresh = min(status.events_total - seen, len(status.events))
-    for line in status.events[len(status.events) - fresh :] if fresh > 0 else ():
-        print(f"  {line}", flush=True)
-    return status.events_total
 
 
 def _print_summary(status: SystemStatus, ran_s: float) -> None:

@@ -28,6 +28,14 @@ BUILTIN_ACTOR_TYPES: dict[str, str] = {
     "Ticker": "charger.actors.ticker:Ticker",
     "Counter": "charger.actors.counter:Counter",
     "ControlApi": "charger.actors.control_api:ControlApi",
+    "EvseManager": "charger.actors.evse_manager:EvseManager",
+    "BoardDriver": "charger.actors.board:BoardDriver",
+    "PowerMeter": "charger.actors.powermeter:PowerMeter",
+    "CardReader": "charger.actors.card_reader:CardReader",
+    "Auth": "charger.actors.auth:Auth",
+    "LoadShare": "charger.actors.load_share:LoadShare",
+    "SilRig": "charger.actors.sil_rig:SilRig",
+    "CardReaderSim": "charger.actors.card_reader_sim:CardReaderSim",
 }
 
 

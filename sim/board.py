@@ -7,6 +7,7 @@ It models what a real board measures and enforces on its own:
 - the control pilot, computed from the vehicle side (`ev_plug`, `ev_set_state`, `ev_error_e`, ...)
   and the PWM the host commands (0 ‰ drives the pilot to -12 V, which reads as F);
 - relays with a feedback contact, which can be made to weld (`weld_relays`);
+- a connector lock with a feedback contact, which can be made to jam (`jam_lock`);
 - the residual-current monitor: above 6 mA DC or 30 mA AC the board opens the relays and latches
   ``rcd_tripped`` until a ResetFaults arrives while nothing is plugged in;
 - the interlock: relays close only in pilot C or D with PWM running, and open when the pilot leaves C/D;
@@ -106,6 +107,7 @@ class BoardSimulator:
         self._diode_failed = False
         self._residual_ma, self._residual_dc = 0.0, True
         self._locked = False
+        self._lock_jammed = False
         self._welded = False
         self._contact = False
         self._decoder = FrameDecoder(HOST_TO_BOARD)  # counters cover the simulator's whole life
@@ -213,6 +215,14 @@ class BoardSimulator:
             self._welded = welded
             self._update(self._clock())
 
+    def jam_lock(self, jammed: bool) -> None:
+        """Fault injection: a jammed lock actuator keeps its feedback where it is, whatever SetLock says.
+
+        The board still Acks SetLock (its firmware drove the actuator); only the feedback tells the host
+        that the lock did not move, which is how a real host notices a lock failure."""
+        with self._lock:
+            self._lock_jammed = jammed
+
     def inject(self, data: bytes) -> None:
         """Write raw bytes towards the host, between whole frames (garbage, corrupted or foreign frames)."""
         self._pty.write(data)
@@ -295,7 +305,8 @@ class BoardSimulator:
             case SetLock(locked=locked):
                 if not self._has_lock:
                     return NackReason.UNSUPPORTED
-                self._locked = locked
+                if not self._lock_jammed:
+                    self._locked = locked
             case ResetFaults():
                 return self._reset_faults()
         return None  # Heartbeat: receiving it was the point

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from charger.topology import Problem, Topology, TopologyError, load_topology
 
 CASES = Path(__file__).parent / "topology_cases"
-SITE = Path(__file__).parents[1] / "topology" / "site.yaml"
+SITE = Path(__file__).parents[1] / "topology" / "demo.yaml"
+CHARGER = Path(__file__).parents[1] / "topology" / "site.yaml"
 
 
 def problems_of(path: Path | str) -> list[Problem]:
@@ -37,6 +38,22 @@ def by_id(root: ChildSpec) -> dict[str, ChildSpec]:
 
 
 # --- good files -----------------------------------------------------------------------------------
+
+
+def test_the_shipped_charger_is_two_connectors_under_one_fuse() -> None:
+    topology = load_topology(CHARGER)
+
+    types = {name: actor.type for name, actor in topology.actors.items()}
+    assert [n for n, t in types.items() if t == "EvseManager"] == ["evse-1", "evse-2"]
+    for n in (1, 2):
+        evse = topology.actors[f"evse-{n}"]
+        assert evse.connections == {"board": (f"board-{n}",), "meter": (f"meter-{n}",)}
+        assert evse.config["hardware_max_current_a"] == 32
+        rig, meter = topology.actors[f"rig-{n}"].config, topology.actors[f"meter-{n}"].config
+        assert rig["modbus_port"] == meter["port"] and rig["board_link"] == topology.actors[f"board-{n}"].config["port"]
+    assert topology.actors["fuse"].config["fuse_a"] == 32
+    order = [spec.id for spec in topology.root.walk()]
+    assert order.index("rig-1") < order.index("board-1") < order.index("evse-1")  # the world before its drivers
 
 
 def test_demo_site_loads_into_the_documented_tree() -> None:

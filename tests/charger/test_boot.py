@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import re
+import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -14,26 +21,68 @@ from pathlib import Path
 import pytest
 
 from charger.processes import TOKEN_VARIABLE, kill_all, token_processes, wait_until_gone
+from charger.status_view import SUMMARY_HEADER
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "topology" / "site.yaml"
+DEMO = ROOT / "topology" / "demo.yaml"  # the runtime alone: tickers and a counter
 
 
 class Boot:
     """One boot process; output goes to a file (the admin daemon inherits it, so never a pipe).
 
     The token is in the exec'd environment, so every process forked below boot shows it in
-    /proc/PID/environ: that is how the test finds them, by PID."""
+    /proc/PID/environ: that is how the test finds them, by PID.
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
+    With `tty`, boot's stdout and stderr are a pseudo-terminal (as for a person at a terminal); a
+    thread copies what it shows to the same file, so nothing ever waits on an unread pipe."""
+
+    def __init__(self, tmp_path: Path, *args: str, tty: bool = False) -> None:
         self.token = uuid.uuid4().hex
         self.out = tmp_path / "boot.out"
+        self._pty: int | None = None
+        self._copier: threading.Thread | None = None
+        self._closing = threading.Event()
         env = {**os.environ, TOKEN_VARIABLE: self.token}
+        cmd = [sys.executable, "-m", "charger.boot", *args]
+        if tty:
+            self.out.write_bytes(b"")  # exists before the copier's first write, for text()
+            self._pty, term = pty.openpty()
+            fcntl.ioctl(term, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+            env = {**env, "TERM": "xterm-256color", "COLUMNS": "140", "LINES": "40"}
+            try:
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=term, stderr=term, env=env, cwd=ROOT)
+            finally:
+                os.close(term)  # the copier sees EOF once every process holding the terminal is gone
+            self._copier = threading.Thread(target=self._copy, args=(self._pty,), daemon=True)
+            self._copier.start()
+            return
         with open(self.out, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "charger.boot", *args], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT
-            )
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def _copy(self, fd: int) -> None:
+        with open(self.out, "ab") as out:
+            while not self._closing.is_set():
+                if not select.select([fd], [], [], 0.1)[0]:
+                    continue
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # EIO: no process holds the terminal any more
+                    return
+                if not data:
+                    return
+                out.write(data)
+                out.flush()
+
+    def close(self) -> None:
+        """Stop copying the terminal and close it."""
+        self._closing.set()
+        if self._copier is not None:
+            self._copier.join(5.0)
+        if self._pty is not None:
+            os.close(self._pty)
+            self._pty = None
 
     def text(self) -> str:
         return self.out.read_text(encoding="utf-8", errors="replace")
@@ -52,6 +101,8 @@ class Boot:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
+            if self._copier is not None:  # the last lines may still be on their way through the terminal
+                self._copier.join(5.0)
 
     def find_process(self, title: bytes, timeout: float = 10.0) -> int:
         """The PID of this run's process whose title contains `title`."""
@@ -79,8 +130,8 @@ class Boot:
 def boot(tmp_path: Path):  # type: ignore[no-untyped-def]
     started: list[Boot] = []
 
-    def start(*args: str) -> Boot:
-        b = Boot(tmp_path, *args)
+    def start(*args: str, tty: bool = False) -> Boot:
+        b = Boot(tmp_path, *args, tty=tty)
         started.append(b)
         return b
 
@@ -89,10 +140,12 @@ def boot(tmp_path: Path):  # type: ignore[no-untyped-def]
         if b.proc.poll() is None:
             b.proc.kill()
         kill_all(token_processes(b.token))
+        b.close()
 
 
-def test_check_accepts_the_shipped_topology(boot) -> None:
-    b = boot(str(SITE), "--check")
+@pytest.mark.parametrize("topology", [SITE, DEMO], ids=["site", "demo"])
+def test_check_accepts_the_shipped_topology(boot, topology: Path) -> None:
+    b = boot(str(topology), "--check")
     assert b.finish() == 0, b.text()
     assert "ok" in b.text()
 
@@ -113,7 +166,7 @@ def test_missing_file_is_a_user_error(boot, tmp_path: Path) -> None:
 
 
 def test_duration_runs_and_stops_cleanly_leaving_no_process(boot, tmp_path: Path) -> None:
-    b = boot(str(SITE), "--duration", "3", "--admin-port", str(free_port()), "--state-dir", str(tmp_path / "state"))
+    b = boot(str(DEMO), "--duration", "3", "--admin-port", str(free_port()), "--state-dir", str(tmp_path / "state"))
     assert b.finish() == 0, b.text()
     assert "running" in b.text() and "stopped after" in b.text()
     assert b.survivors() == []
@@ -122,7 +175,7 @@ def test_duration_runs_and_stops_cleanly_leaving_no_process(boot, tmp_path: Path
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_everything_in_reverse_order(boot, tmp_path: Path, sig: signal.Signals) -> None:
     state = tmp_path / "state"
-    b = boot(str(SITE), "--admin-port", str(free_port()), "--state-dir", str(state), "--log-level", "INFO")
+    b = boot(str(DEMO), "--admin-port", str(free_port()), "--state-dir", str(state), "--log-level", "INFO")
     b.wait_for_output("running")
     b.find_process(b"charger: kernel")  # the survivors check below can see this run's processes
     time.sleep(1.0)
@@ -130,7 +183,7 @@ def test_signal_stops_everything_in_reverse_order(boot, tmp_path: Path, sig: sig
     assert b.finish() == 0, b.text()
     assert f"stopping ({sig.name})" in b.text()
     stops = [line.split("charger.")[-1] for line in b.text().splitlines() if line.endswith(" stopped")]
-    # site.yaml starts ticker, then the counting group (fast-ticker, counter): stop is the mirror image
+    # demo.yaml starts ticker, then the counting group (fast-ticker, counter): stop is the mirror image
     assert stops == [
         "counting: counter stopped",
         "counting: fast-ticker stopped",
@@ -141,7 +194,7 @@ def test_signal_stops_everything_in_reverse_order(boot, tmp_path: Path, sig: sig
 
 
 def test_a_killed_actor_is_restarted_and_reported(boot, tmp_path: Path) -> None:
-    b = boot(str(SITE), "--admin-port", str(free_port()), "--state-dir", str(tmp_path / "state"))
+    b = boot(str(DEMO), "--admin-port", str(free_port()), "--state-dir", str(tmp_path / "state"))
     b.wait_for_output("running")
     counter = b.find_process(b"charger: counter")
     os.kill(counter, signal.SIGKILL)
@@ -159,7 +212,7 @@ def test_port_in_use_is_reported_without_traceback(boot, tmp_path: Path) -> None
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        b = boot(str(SITE), "--duration", "1", "--admin-port", str(port), "--state-dir", str(tmp_path / "s"))
+        b = boot(str(DEMO), "--duration", "1", "--admin-port", str(port), "--state-dir", str(tmp_path / "s"))
         assert b.finish() == 1
     assert "already in use" in b.text() and "Traceback" not in b.text()
     assert b.survivors() == []
@@ -169,3 +222,93 @@ def test_the_readme_commands_exist() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "python -m charger.boot topology/site.yaml" in readme and "make test" in readme
     assert shutil.which("make") is not None
+
+
+# --- the status view and the session summary -----------------------------------------------------------
+
+FAKE = "tests.support.fake_connector:FakeConnector"
+
+
+def write_topology(tmp_path: Path, actors: str, children: str) -> Path:
+    path = tmp_path / "site.yaml"
+    path.write_text(f"site: test\nactors:\n{actors}supervision:\n  name: root\n  children: [{children}]\n")
+    return path
+
+
+def two_fakes(tmp_path: Path) -> Path:
+    actors = (
+        "  ticker: {type: Ticker}\n"
+        f"  evse-1: {{type: '{FAKE}', config: {{charge_after_s: 0.5, sessions_wh: [1234.4, 2000]}}}}\n"
+        f"  evse-2: {{type: '{FAKE}', config: {{connector_id: 2, charge_after_s: 1.0, refuse_history: true}}}}\n"
+    )
+    return write_topology(tmp_path, actors, "ticker, evse-1, evse-2")
+
+
+def between(text: str, first: str, last: str) -> list[str]:
+    """The lines from the one starting with `first` up to (not including) the next one starting with `last`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first))
+    end = next(i for i, line in enumerate(lines) if line.startswith(last) and i > start)
+    return lines[start:end]
+
+
+def test_a_run_without_connectors_ends_with_a_summary_that_says_so(boot, tmp_path: Path) -> None:
+    topology = write_topology(tmp_path, "  ticker: {type: Ticker}\n", "ticker")
+    b = boot(str(topology), "--duration", "2", "--admin-port", str(free_port()), "--state-dir", str(tmp_path / "s"))
+    assert b.finish() == 0, b.text()
+    assert between(b.text(), "charger: stopping", "charger: stopped after") == [
+        "charger: stopping (duration reached)",
+        f"{SUMMARY_HEADER}: no connectors in this topology",
+    ]
+    assert b.survivors() == []
+
+
+def test_plain_output_follows_each_connector_and_ends_with_their_sessions(boot, tmp_path: Path) -> None:
+    b = boot(
+        str(two_fakes(tmp_path)), "--duration", "3", "--admin-port", str(free_port()), "--state-dir", str(tmp_path)
+    )
+    assert b.finish() == 0, b.text()
+    lines = b.text().splitlines()
+    for connector in ("evse-1", "evse-2"):  # a line per change, in order; none per poll
+        assert [line for line in lines if line.startswith(f"{connector}: ")] == [
+            f"{connector}: Available 6.0 A pilot A",
+            f"{connector}: Charging 16.0 A session {connector}-7 pilot C",
+        ], b.text()
+    assert between(b.text(), "charger: stopping", "charger: stopped after") == [
+        "charger: stopping (duration reached)",
+        f"{SUMMARY_HEADER} (this run):",
+        "  evse-1: 2 sessions, 3.234 kWh",
+        "  evse-2: no history: rejected: history is switched off in this fake",
+        "  total:  2 sessions, 3.234 kWh; 1 connector(s) gave no history",
+    ]
+    assert "Traceback" not in b.text()
+    assert b.survivors() == []
+
+
+def test_on_a_terminal_the_live_table_replaces_the_plain_lines(boot, tmp_path: Path) -> None:
+    port = str(free_port())
+    b = boot(str(two_fakes(tmp_path)), "--duration", "5", "--admin-port", port, "--state-dir", str(tmp_path), tty=True)
+    b.wait_for_output("ChargingStarted")
+    os.kill(b.find_process(b"charger: evse-2 "), signal.SIGKILL)
+    assert b.finish() == 0, b.text()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b.text())  # the terminal's styles and cursor moves
+    assert "charger: site 'test', up" in text and "last event" in text and "ChargingStarted" in text
+    assert "evse-1-7" in text and "supervision: 1 restart(s) (evse-2 1x)" in text, text
+    assert "evse-1: Charging 16.0 A" not in text  # the table shows it; no line per change
+    assert "  evse-1: 2 sessions, 3.234 kWh" in text  # the summary is plain text below the last table
+    # the actors' log went to a file, not through the table
+    assert f"charger: logging to {tmp_path / 'charger.log'}" in text
+    assert "evse-2" in (tmp_path / "charger.log").read_text() and "WARNING" not in text
+    assert b.survivors() == []
+
+
+@pytest.mark.parametrize("flag", ["--no-view", "--json-logs"])
+def test_on_a_terminal_no_view_and_json_logs_keep_the_plain_lines(boot, tmp_path: Path, flag: str) -> None:
+    port = str(free_port())
+    b = boot(
+        str(two_fakes(tmp_path)), "--duration", "3", "--admin-port", port, "--state-dir", str(tmp_path), flag, tty=True
+    )
+    assert b.finish() == 0, b.text()
+    assert "evse-1: Charging 16.0 A session evse-1-7 pilot C" in b.text()
+    assert "last event" not in b.text()
+    assert b.survivors() == []

@@ -1,0 +1,259 @@
+"""Auth: validates tokens and hands them to connectors, after EVerest's Auth module.
+
+Tokens arrive as `PresentToken` calls (control API) or as `TokenRead` vars from card readers; both take
+the same path and end in a `TokenVerdict`. Token ids compare case-insensitively (RFID UIDs are hex).
+
+- Stop: a token that is running a session on a connector (or on the named one) stops that session
+  (`StopCharging`, reason Local): "present the same card to stop".
+- Plug-in first: a connector in WaitingForAuthentication waits for a token. A valid token goes to the
+  named connector, or to the one that has waited longest, via `AuthorizeSession`.
+- Token first: if no connector waits, the valid token is held (one at a time; a newer one replaces it)
+  for ``connection_timeout_s``; the next connector (or the named one) that starts waiting gets it.
+  After the timeout the token is dropped.
+- Free charging: a connector that starts waiting is authorized at once with ``free_token``, unless a
+  held token claims it first.
+
+A failed `AuthorizeSession` or `StopCharging` (refused, connector down) becomes a "NoConnector" verdict,
+never a crash. Which connectors wait is learnt from the EVSE managers' `ConnectorStatus` and
+`ChargingSessionEvent` vars, and asked for once at start.
+
+Nothing is journaled: after a restart a held token is forgotten (the user presents the card again)
+and connector states are learnt afresh. Persisting an auth cache and local list is the OCPP work's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from charger.actors.charging import (
+    AUTH,
+    EVSE_MANAGER,
+    TOKEN_READER,
+    AuthorizeSession,
+    ChargingSessionEvent,
+    ConnectorStatus,
+    GetConnectorStatus,
+    PresentToken,
+    StopCharging,
+    TokenRead,
+    TokenVerdict,
+)
+
+from charger.behaviour import Behaviour, Pending, Timer, handles
+from charger.errors import CallError
+from charger.interfaces import Requirement
+
+__all__ = ["Auth"]
+
+_WAITING = "WaitingForAuthentication"
+_RUNNING = frozenset({"PrepareCharging", "Charging", "ChargingPausedEV", "ChargingPausedEVSE", "StoppingCharging"})
+_SESSION_OVER = frozenset({"Idle", "Finished", "Disabled"})
+_STOP_WAITING_EVENTS = frozenset({"Authorized", "TransactionStarted", "PluginTimeout", "SessionFinished", "Disabled"})
+_SESSION_OVER_EVENTS = frozenset({"Deauthorized", "TransactionFinished", "SessionFinished", "PluginTimeout"})
+
+
+@dataclass(slots=True)
+class _Held:
+    """A token presented before any plug-in (token first)."""
+
+    token_id: str
+    connector: str | None
+    timer: Timer
+
+
+class Auth(Behaviour):
+    description = "Validates tokens (allow list or free charging) and assigns them to connectors."
+    provides = {"auth": AUTH}
+    requires = {
+        "evse": Requirement(interface=EVSE_MANAGER, min_connections=1, max_connections=64),
+        "reader": Requirement(interface=TOKEN_READER, min_connections=0, max_connections=8),
+    }
+    config_schema: ClassVar = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "allow": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "default": [],
+                "description": "Token ids accepted (compared case-insensitively).",
+            },
+            "free_charging": {"type": "boolean", "default": False},
+            "free_token": {"type": "string", "minLength": 1, "default": "FREE"},
+            "connection_timeout_s": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": 60,
+                "description": "How long a token presented before any plug-in is held for the next one.",
+            },
+        },
+    }
+
+    def init(self) -> Generator[Pending, Any, None]:
+        self.allowed = {token.casefold() for token in self.config["allow"]}
+        self.evses: list[str] = list(self.connections["evse"])
+        self.status: dict[str, ConnectorStatus] = {}
+        self.waiting: dict[str, float] = {}
+        """Connector -> since when it waits for a token (Unix s); the smallest has waited longest."""
+        self.busy: set[str] = set()
+        """Connectors with an AuthorizeSession in flight: a stale var must not make them wait again."""
+        self.assigned: dict[str, str] = {}
+        """Connector -> token of its session, from the authorization until the session ends."""
+        self.held: _Held | None = None
+        for evse in self.evses:
+            self.subscribe(evse, ConnectorStatus, ChargingSessionEvent)
+        for reader in self.connections.get("reader", []):
+            self.subscribe(reader, TokenRead)
+        # Learn who already waits (after our restart). Sent after the subscriptions, so by the answer
+        # each EVSE manager has them: nothing it publishes afterwards is missed.
+        asked = [(evse, self.call(evse, GetConnectorStatus(), timeout=2.0)) for evse in self.evses]
+        for evse, pending in asked:
+            try:
+                self._on_status((yield pending))
+            except CallError as exc:
+                self.log.info("no status from %s yet (%s); waiting for its vars", evse, exc)
+
+    # --- what the EVSE managers publish ------------------------------------------------------------
+
+    @handles(ConnectorStatus)
+    def on_status(self, status: ConnectorStatus) -> None:
+        if status.connector in self.evses:
+            self._on_status(status)
+
+    def _on_status(self, status: ConnectorStatus) -> None:
+        c = status.connector
+        self.status[c] = status
+        if status.state in _SESSION_OVER:
+            self.assigned.pop(c, None)
+        if status.state == _WAITING:
+            self._starts_waiting(c, time.time())
+        else:
+            self.waiting.pop(c, None)
+
+    @handles(ChargingSessionEvent)
+    def on_session_event(self, event: ChargingSessionEvent) -> None:
+        c = event.connector
+        if c not in self.evses:
+            return
+        if event.kind == "AuthRequired":
+            self._starts_waiting(c, event.at)
+        elif event.kind in _STOP_WAITING_EVENTS:
+            self.waiting.pop(c, None)
+        if event.kind in _SESSION_OVER_EVENTS:
+            self.assigned.pop(c, None)
+        elif event.kind in ("Authorized", "TransactionStarted") and event.token_id:
+            self.assigned[c] = event.token_id  # also sessions started by others (e.g. a remote start)
+
+    def _starts_waiting(self, c: str, since: float) -> None:
+        if c in self.busy:
+            return
+        if c in self.waiting:
+            self.waiting[c] = min(self.waiting[c], since)  # the event's own time beats our receive time
+            return
+        self.waiting[c] = since
+        self.log.info("%s waits for authorization", c)
+        self.run_task(self._serve_waiting(c))
+
+    def _serve_waiting(self, c: str) -> Generator[Pending, Any, None]:
+        held = self.held
+        if held is not None and held.connector in (None, c):
+            self._release_held()
+            verdict = yield from self._authorize(c, held.token_id)
+        elif self.config["free_charging"]:
+            verdict = yield from self._authorize(c, self.config["free_token"])
+        else:
+            return
+        self.log.info("plug-in on %s: %s %s", c, verdict.status, verdict.detail)
+
+    # --- tokens ------------------------------------------------------------------------------------
+
+    @handles(PresentToken)
+    def on_present(self, msg: PresentToken) -> Generator[Pending, Any, TokenVerdict]:
+        return (yield from self._present(msg.token_id, msg.connector, msg.source))
+
+    @handles(TokenRead)
+    def on_token_read(self, msg: TokenRead) -> Generator[Pending, Any, None]:
+        verdict = yield from self._present(msg.uid, None, msg.reader)
+        self.log.info("card %s at %s: %s %s", msg.uid, msg.reader, verdict.status, verdict.detail)
+
+    def _present(self, token: str, connector: str | None, source: str) -> Generator[Pending, Any, TokenVerdict]:
+        if connector is not None and connector not in self.evses:
+            return TokenVerdict(status="NoConnector", connector=connector, detail=f"{self.name} has no {connector}")
+        running = self._running_with(token, connector)
+        if running is not None:
+            return (yield from self._stop(running, token))
+        if token.casefold() not in self.allowed:
+            self.log.info("token %s from %s is not on the allow list", token, source)
+            return TokenVerdict(status="Invalid", connector=None, detail=f"{token} is not on the allow list")
+        target = self._longest_waiting(connector)
+        if target is None:
+            return self._hold(token, connector)
+        return (yield from self._authorize(target, token))
+
+    def _running_with(self, token: str, connector: str | None) -> str | None:
+        """The connector (among the named one, or all) whose session this token runs."""
+        key = token.casefold()
+        for c in [connector] if connector is not None else self.evses:
+            status = self.status.get(c)
+            running = self.assigned.get(c) or (status.token_id if status and status.state in _RUNNING else None)
+            if running is not None and running.casefold() == key:
+                return c
+        return None
+
+    def _longest_waiting(self, connector: str | None) -> str | None:
+        free = {c: since for c, since in self.waiting.items() if c not in self.busy}
+        if connector is not None:
+            return connector if connector in free else None
+        return min(free, key=free.__getitem__, default=None)
+
+    def _authorize(self, c: str, token: str) -> Generator[Pending, Any, TokenVerdict]:
+        since = self.waiting.pop(c, None)
+        self.busy.add(c)
+        try:
+            yield self.call(c, AuthorizeSession(token_id=token))
+        except CallError as exc:
+            if since is not None:
+                self.waiting[c] = since  # it may still wait; its next var says whether it does
+            self.log.warning("%s did not take token %s: %s", c, token, exc)
+            return TokenVerdict(status="NoConnector", connector=c, detail=f"{c} refused the authorization: {exc}")
+        finally:
+            self.busy.discard(c)
+        self.assigned[c] = token
+        self.log.info("token %s authorized on %s", token, c)
+        return TokenVerdict(status="Accepted", connector=c)
+
+    def _stop(self, c: str, token: str) -> Generator[Pending, Any, TokenVerdict]:
+        try:
+            yield self.call(c, StopCharging(reason="Local"))
+        except CallError as exc:
+            self.log.warning("could not stop %s for token %s: %s", c, token, exc)
+            return TokenVerdict(status="NoConnector", connector=c, detail=f"could not stop the session on {c}: {exc}")
+        self.log.info("token %s presented again: stopped the session on %s", token, c)
+        return TokenVerdict(status="Accepted", connector=c, detail="the session this token runs was stopped")
+
+    def _hold(self, token: str, connector: str | None) -> TokenVerdict:
+        if self.held is not None:
+            self.log.info("token %s replaces held token %s", token, self.held.token_id)
+            self._release_held()
+        timeout = self.config["connection_timeout_s"]
+        held = _Held(token_id=token, connector=connector, timer=self.start_timer(timeout, lambda: self._expire(held)))
+        self.held = held
+        where = connector or "any connector"
+        return TokenVerdict(
+            status="Accepted", connector=connector, detail=f"waiting {timeout:g} s for a plug-in on {where}"
+        )
+
+    def _expire(self, held: _Held) -> None:
+        if self.held is held:
+            self.held = None
+            self.log.info(
+                "token %s dropped: no plug-in within %g s", held.token_id, self.config["connection_timeout_s"]
+            )
+
+    def _release_held(self) -> None:
+        if self.held is not None:
+            self.held.timer.cancel()
+            self.held = None
