@@ -312,3 +312,22 @@ def test_on_a_terminal_no_view_and_json_logs_keep_the_plain_lines(boot, tmp_path
     assert "evse-1: Charging 16.0 A session evse-1-7 pilot C" in b.text()
     assert "last event" not in b.text()
     assert b.survivors() == []
+
+
+def test_the_shipped_charger_charges_cars_and_sums_up_their_sessions(boot, tmp_path: Path) -> None:
+    """topology/site.yaml as shipped, on this test's own ports, with cars that leave after seconds instead of a minute."""
+    text = SITE.read_text()
+    for fixed in ("15021", "15022"):
+        text = text.replace(fixed, str(free_port()))
+    text = text.replace("port: 8765", "port: 0").replace("sleep 40", "sleep 4").replace("sleep 20", "sleep 3")
+    site = tmp_path / "site.yaml"
+    site.write_text(text)
+    b = boot(str(site), "--duration", "30", "--admin-port", str(free_port()), "--state-dir", str(tmp_path / "state"))
+    assert b.finish(timeout=90) == 0, b.text()
+    out = b.text()
+    assert "evse-1: Charging" in out and "evse-2: Charging" in out, out
+    summary = out[out.index(SUMMARY_HEADER) :]
+    sessions = re.findall(r"evse-(\d): (\d+) sessions?, ([0-9.]+) kWh", summary)
+    assert {c for c, n, _ in sessions if int(n) >= 1} == {"1", "2"}, summary
+    assert all(float(kwh) > 0 for _, _, kwh in sessions), summary
+    assert b.survivors() == []
