@@ -21,6 +21,7 @@ test:
 bench:
 	$(PYTHON) -m bench.messaging
 	$(PYTHON) -m bench.restart
+	$(PYTHON) -m bench.park
 
 lint: typecheck
 	$(PYTHON) -m ruff check .

@@ -315,7 +315,7 @@ def test_on_a_terminal_no_view_and_json_logs_keep_the_plain_lines(boot, tmp_path
 
 
 def test_the_shipped_charger_charges_cars_and_sums_up_their_sessions(boot, tmp_path: Path) -> None:
-    """topology/site.yaml as shipped, on this test's own ports, with cars that leave after seconds instead of a minute."""
+    """topology/site.yaml as shipped, on this test's own ports, with cars that leave after seconds."""
     text = SITE.read_text()
     for fixed in ("15021", "15022"):
         text = text.replace(fixed, str(free_port()))
