@@ -51,7 +51,12 @@ __all__ = ["ControlApi", "RpcError"]
 
 _EVENT_POLL_S = 0.5
 _FAULTS = ["rcd", "meter_offline", "lock_failure", "pilot_error_e", "diode_failure"]
-_CONNECTOR = {"connector": {"type": ["string", "integer"], "description": "EVSE manager name or connector id"}}
+_CONNECTOR = {
+    "connector": {
+        "type": ["string", "integer"],
+        "description": "EVSE manager name, or its 1-based position in the evse connection",
+    }
+}
 
 
 class RpcError(Exception):
@@ -93,7 +98,10 @@ class ControlApi(Behaviour):
         "properties": {
             "host": {"type": "string", "default": "127.0.0.1", "description": "Interface to listen on."},
             "port": {"type": "integer", "minimum": 0, "maximum": 65535, "default": 8765, "description": "0: any."},
-            "port_file": {"type": "string", "description": "Write the port actually bound here (for ctl and tests)."},
+            "port_file": {
+                "type": "string",
+                "description": "Write the port actually bound here (relative: under the state dir).",
+            },
         },
     }
 
@@ -105,10 +113,10 @@ class ControlApi(Behaviour):
         self._events_seen = status.events_total  # stream what happens from now on
         self.port = yield self.run_async(self._listen())
         if "port_file" in self.config:
-            tmp = self.config["port_file"] + ".tmp"
-            with open(tmp, "w", encoding="ascii") as f:
+            path = os.path.join(self.state_dir, self.config["port_file"])  # relative: under the state dir
+            with open(path + ".tmp", "w", encoding="ascii") as f:
                 f.write(str(self.port))
-            os.replace(tmp, self.config["port_file"])
+            os.replace(path + ".tmp", path)
         self.start_timer(_EVENT_POLL_S, self._poll_events, repeat=True)
         self.evses: list[str] = list(self.connections.get("evse", []))
         self.rigs: list[str] = list(self.connections.get("rig", []))

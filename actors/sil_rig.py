@@ -108,7 +108,10 @@ class SilRig(Behaviour):
             "token": {"type": ["string", "null"], "default": None, "description": "Card shown when the car plugs in."},
             "battery_kwh": {"type": "number", "exclusiveMinimum": 0, "default": 60},
             "soc_percent": {"type": "number", "minimum": 0, "maximum": 100, "default": 30},
-            "port_file": {"type": "string", "description": "Write the Modbus TCP port actually bound here."},
+            "port_file": {
+                "type": "string",
+                "description": "Write the Modbus TCP port actually bound here (relative: under the state dir).",
+            },
         },
     }
 
@@ -135,7 +138,7 @@ class SilRig(Behaviour):
             raise
         self._board.start()
         if "port_file" in cfg:
-            _write_atomically(cfg["port_file"], str(self._meter.port))
+            _write_atomically(os.path.join(self.state_dir, cfg["port_file"]), str(self._meter.port))
         self._faults: set[str] = set()
         self._ev: tuple[bool, CpState, bool, bool, float] = (False, CpState.B, False, False, 0.0)
         """What the board simulator was last told: plugged, pilot B/C/D, error E, diode failed, residual mA."""

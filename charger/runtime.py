@@ -246,6 +246,10 @@ class ActorProcess(Actor):  # type: ignore[misc]
         if isinstance(body, Shutdown):
             self._run_handler(env, sender, addresses, lambda: self._behaviour_shutdown(body.reason))
             return
+        if self._terminated:  # terminate() released the behaviour's resources: nothing may use them now
+            if env.kind is Kind.CALL:
+                self._answer(env, sender, Unavailable(f"{self._name} is stopping"))
+            return
         route = self._behaviour._routes.get(type(body))
         if route is None:
             if env.kind is Kind.CALL:
@@ -558,7 +562,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
         what, ident = payload
         if what == "calls":
             self._expire_calls(ident)
-        elif what == "timer" and ident in self._timers:
+        elif what == "timer" and ident in self._timers and not self._terminated:
             timer, seconds, callback, repeat = self._timers[ident]
             if repeat:
                 self.wakeupAfter(timedelta(seconds=seconds), payload=("timer", ident))

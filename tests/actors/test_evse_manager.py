@@ -20,7 +20,7 @@ from charger.hal.meter import ModbusMeter
 from charger.protocols.modbus_maps import SDM630
 from websockets.sync.client import ClientConnection, connect
 
-from charger.ctl import request
+from charger.ctl import ApiError, request
 from charger.testing import RunningSystem, running_system
 from charger.topology import load_topology
 from tests.conftest import free_port
@@ -330,10 +330,10 @@ def test_a_killed_evse_manager_resumes_the_same_session(station: Station) -> Non
 
 def test_control_api_rejects_bad_connector_and_fault(station: Station) -> None:
     s = station
-    with pytest.raises(Exception, match="no connector"):
+    with pytest.raises(ApiError, match="no connector"):
         s.api("connector.plug", connector=7)
-    with pytest.raises(Exception, match="meteor"):
+    with pytest.raises(ApiError, match="meteor"):
         s.api("connector.fault", connector=1, fault="meteor")
-    with pytest.raises(Exception, match="no running transaction"):
+    with pytest.raises(ApiError, match="no running transaction"):
         s.reset(2)
         s.api("connector.pause", connector=2)
