@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Generator
 from typing import Any, ClassVar
@@ -37,7 +38,8 @@ from charger.lifecycle import Ack
 
 __all__ = ["BoardDriver"]
 
-_POLL_S = 0.05  # longest wait for statuses: a request waits at most this long for its turn
+_SERVE_S = 0.5  # longest stay on the I/O thread: offline checks and the 1 s republish run this often
+_WAKE_CHECK_S = 0.02  # a request waits at most about this long for the I/O thread to notice it
 _REOPEN_S = 0.5
 _REPUBLISH_S = 1.0
 _RCD_RESET_EVERY_S = 1.0
@@ -60,9 +62,30 @@ def _do(board: SerialBoard, command: Callable[..., None], *args: Any) -> _Readin
     return board.read_status(), board.status_age()
 
 
-def _poll(board: SerialBoard, timeout: float) -> tuple[list[BoardStatus], BoardStatus | None, float | None]:
-    changes = board.poll(timeout)
-    return changes, board.read_status(), board.status_age()
+def _serve(
+    board: SerialBoard, heartbeat_s: float, last_beat: float, wake: threading.Event
+) -> tuple[list[BoardStatus], BoardStatus | None, float | None, float, bool]:
+    """On the I/O thread: read statuses and feed the watchdog until a status changes, the actor
+    wakes us (a request) or `_SERVE_S` pass. Returns the changes, the latest status and its age,
+    when the last heartbeat went out, and whether it timed out.
+
+    Staying here instead of handing every poll and heartbeat back to the actor thread is what keeps
+    an idle connector's board link cheap (bench.park): the actor only wakes up for news."""
+    deadline = time.monotonic() + _SERVE_S
+    while True:
+        now = time.monotonic()
+        if now - last_beat >= heartbeat_s:
+            last_beat = now
+            try:
+                board.heartbeat()
+            except BoardTimeout:
+                return [], board.read_status(), board.status_age(), last_beat, True
+            except BoardRefused:
+                pass  # silence is judged from the statuses
+        changes = board.poll(max(0.0, min(_WAKE_CHECK_S, last_beat + heartbeat_s - time.monotonic())))
+        if changes or wake.is_set() or time.monotonic() >= deadline:
+            wake.clear()
+            return changes, board.read_status(), board.status_age(), last_beat, False
 
 
 def _close(board: SerialBoard) -> None:
@@ -124,6 +147,7 @@ class BoardDriver(Behaviour):
         self._published: BoardState | None = None
         self._published_at = -math.inf
         self._closing = False
+        self._wake = threading.Event()
         self._publish()
         self.run_task(self._run())
 
@@ -143,6 +167,7 @@ class BoardDriver(Behaviour):
         done = Pending()
         self._waiters.append(done)
         self._apply_due = True
+        self._wake.set()
         yield done
         return Ack()
 
@@ -181,14 +206,16 @@ class BoardDriver(Behaviour):
                 yield from self._reset_rcd(board)
         if self._apply_due and self._heard and not self._in_trip:
             yield from self._apply(board)
-        if time.monotonic() - self._last_command >= self.config["heartbeat_s"]:
-            with contextlib.suppress(BoardTimeout, BoardRefused):  # silence is judged below, from the statuses
-                yield from self._command(board, board.heartbeat)
-        wait = min(_POLL_S, max(0.0, self._last_command + self.config["heartbeat_s"] - time.monotonic()))
-        changes, latest, age = yield self.run_io(_poll, board, wait)
-        for change in changes:
-            self._on_status(change)
-        self._reading(latest, age)
+        if not (self._apply_due and self._heard and not self._in_trip):  # else apply first, next turn
+            served = yield self.run_io(_serve, board, self.config["heartbeat_s"], self._last_command, self._wake)
+            changes, latest, age, self._last_command, beat_timed_out = served
+            if not beat_timed_out:
+                self._failing_since = None
+            elif self._failing_since is None:
+                self._failing_since = time.monotonic()
+            for change in changes:
+                self._on_status(change)
+            self._reading(latest, age)
         now = time.monotonic()
         silent_since = self._opened_at if age is None else now - age
         if now - silent_since > self.config["offline_after_s"]:

@@ -129,7 +129,7 @@ class LinkStats:
     """Statuses with sequence number 0, which a board sends only first after power-on."""
 
 
-_READ_SLICE_S = 0.01  # pyserial read timeout: how often a wait re-checks its deadline
+_READ_SLICE_S = 0.02  # pyserial read timeout: how often a wait re-checks its deadline
 
 
 class SerialBoard:

@@ -49,7 +49,7 @@ from charger.sim._pty import PtyPort
 
 __all__ = ["BoardSimulator", "EvView", "SimStats"]
 
-_TICK_MS = 10  # how long the thread waits for host bytes before it re-checks watchdog, RCD and status
+_TICK_MS = 20  # how long the thread waits for host bytes before it re-checks watchdog, RCD and status
 _FRAME_GAP_S = 0.05  # host silence after which a partial frame counts as truncated (line time, not board time)
 
 
