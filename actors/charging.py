@@ -330,7 +330,8 @@ class InjectSimFault:
 
     `fault` is one of: "rcd" (30 mA DC residual current through the car), "meter_offline" (the meter
     stops answering), "lock_failure" (the lock does not follow its command), "pilot_error_e" (pilot
-    shorted to PE), "diode_failure" (the car's pilot diode fails)."""
+    shorted to PE), "diode_failure" (the car's pilot diode fails). The car's faults (rcd, pilot_error_e,
+    diode_failure) also end when the car is unplugged."""
 
     fault: str
     active: bool = True

@@ -108,6 +108,11 @@ class EvseManager(Behaviour):
             "connection_timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 60},
             "has_ventilation": {"type": "boolean", "default": False},
             "lock_connector_in_state_b": {"type": "boolean", "default": True},
+            "has_lock": {
+                "type": "boolean",
+                "default": True,
+                "description": "False for a tethered cable: the lock is never commanded nor checked.",
+            },
             "c1_power_off_s": {
                 "type": "number",
                 "minimum": 0,
@@ -328,7 +333,7 @@ class EvseManager(Behaviour):
                 out = dataclasses.replace(out, pwm_permille=0)
             elif isinstance(a, CloseRelays | OpenRelays):
                 out = dataclasses.replace(out, relays_closed=isinstance(a, CloseRelays))
-            elif isinstance(a, LockConnector | UnlockConnector):
+            elif isinstance(a, LockConnector | UnlockConnector) and self.config["has_lock"]:
                 out = dataclasses.replace(out, locked=isinstance(a, LockConnector))
         if out != self.outputs:
             self.outputs = out
@@ -374,7 +379,7 @@ class EvseManager(Behaviour):
         self._publish_status(only_if_changed=False)
 
     def _check_lock(self) -> None:
-        if self.board is None or not self.board.online or self.outputs is None:
+        if self.board is None or not self.board.online or self.outputs is None or not self.config["has_lock"]:
             return
         now = time.monotonic()
         if self.board.locked == self.outputs.locked:

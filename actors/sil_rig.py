@@ -64,6 +64,7 @@ from charger.lifecycle import Ack
 __all__ = ["FAULTS", "SilRig"]
 
 FAULTS = ("rcd", "meter_offline", "lock_failure", "pilot_error_e", "diode_failure")
+_CAR_FAULTS = frozenset({"rcd", "pilot_error_e", "diode_failure"})
 """What `InjectSimFault` understands (see its docstring)."""
 
 _FAULT_RCD_MA = 30.0  # DC: five times the board's 6 mA DC trip level
@@ -169,6 +170,7 @@ class SilRig(Behaviour):
 
     @handles(UnplugCar)
     def on_unplug(self, msg: UnplugCar) -> Ack:
+        self._faults -= _CAR_FAULTS  # they are the car's: its short, its diode, its leak leave with it
         self._load_script(parse("unplug"))
         return Ack()
 

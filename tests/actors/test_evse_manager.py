@@ -49,7 +49,7 @@ actors:
   meter-2: {{type: PowerMeter, config: {{transport: tcp, port: {modbus2}, poll_s: 0.5}}}}
   evse-2:
     type: EvseManager
-    config: {{connector_id: 2, connection_timeout_s: {timeout}, c1_power_off_s: 2}}
+    config: {{connector_id: 2, connection_timeout_s: {timeout}, c1_power_off_s: 2, has_lock: false}}
     connections: {{board: [board-2], meter: [meter-2]}}
   card-reader: {{type: CardReader, config: {{port: rfid.pty}}}}
   auth:
@@ -337,3 +337,43 @@ def test_control_api_rejects_bad_connector_and_fault(station: Station) -> None:
     with pytest.raises(ApiError, match="no running transaction"):
         s.reset(2)
         s.api("connector.pause", connector=2)
+
+
+def test_a_lock_that_does_not_follow_blocks_charging_until_unplug(station: Station) -> None:
+    s = station
+    s.reset(1)
+    s.api("connector.fault", connector=1, fault="lock_failure")
+    s.api("connector.plug", connector=1, script=CHARGE)
+    s.api("rfid.present", token=TOKEN_1, connector=1)
+    jammed = s.wait(1, lambda st: "lock_failure" in st["faults"], timeout=15)
+    assert jammed["state"] == "Inoperative" and not jammed["relays_closed"]
+    s.api("connector.fault", connector=1, fault="lock_failure", active=False)
+    time.sleep(1.5)
+    assert "lock_failure" in s.status(1)["faults"], "a lock failure is latched until the car is unplugged"
+    s.api("connector.unplug", connector=1)
+    assert not s.wait_state(1, "Idle")["faults"]
+
+
+def test_a_tethered_connector_ignores_its_lock(station: Station) -> None:
+    s = station
+    s.reset(2)
+    before = len(s.sessions(2))
+    s.api("connector.fault", connector=2, fault="lock_failure")  # has_lock: false, so nothing watches it
+    charging = charging_session(s, 2, TOKEN_2)
+    assert not charging["faults"]
+    s.api("connector.unplug", connector=2)
+    s.billed(2, before)
+
+
+@pytest.mark.parametrize(("fault", "raised"), [("pilot_error_e", "pilot_error_e"), ("diode_failure", "diode_failure")])
+def test_pilot_faults_stop_charging_until_unplug(station: Station, fault: str, raised: str) -> None:
+    s = station
+    s.reset(1)
+    before = len(s.sessions(1))
+    charging_session(s, 1, TOKEN_1)
+    s.api("connector.fault", connector=1, fault=fault)
+    failed = s.wait(1, lambda st: raised in st["faults"] and not st["relays_closed"])
+    assert failed["state"] == "Inoperative"
+    s.api("connector.unplug", connector=1)
+    assert not s.wait_state(1, "Idle")["faults"]
+    s.billed(1, before)
