@@ -375,8 +375,16 @@ class EvseManager(Behaviour):
             self._feed(FaultRaised(fault=Fault.BOARD_OFFLINE))
         self._check_lock()
         self._feed(Tick())
-        self._push_outputs()  # idempotent resend: a restarted board driver learns our outputs
+        if self._board_disagrees():  # e.g. a restarted board driver or board: teach it our outputs again
+            self._push_outputs()
         self._publish_status(only_if_changed=False)
+
+    def _board_disagrees(self) -> bool:
+        board, out = self.board, self.outputs
+        if board is None or out is None or not board.online:
+            return False
+        lock_differs = self.config["has_lock"] and board.locked != out.locked
+        return board.pwm_permille != out.pwm_permille or board.relays_closed != out.relays_closed or lock_differs
 
     def _check_lock(self) -> None:
         if self.board is None or not self.board.online or self.outputs is None or not self.config["has_lock"]:

@@ -1,9 +1,10 @@
 """LoadShare: keeps a group of connectors under one supply fuse by granting current leases.
 
-Every period each connector gets a lease valid for a few periods. A connector without a transaction
-is granted the minimum PWM current (6 A), so a car that plugs in can start at once without pushing
-the sum over the fuse; the rest is split evenly among the connectors with a transaction. If even
-that does not fit, the connectors that started first keep 6 A and the others are paused (0 A).
+Each connector holds a lease valid for a few periods, renewed before it lapses and replaced as soon
+as its share changes. A connector without a transaction is granted the minimum PWM current (6 A),
+so a car that plugs in can start at once without pushing the sum over the fuse; the rest is split
+evenly among the connectors with a transaction. If even that does not fit, the connectors that
+started first keep 6 A and the others are paused (0 A).
 Should this actor stop, the leases lapse and every connector falls back to its own failsafe
 current (DESIGN §7), which the topology must size to fit the fuse.
 
@@ -12,6 +13,7 @@ This is the simple static policy; the optimizing energy manager replaces it in a
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import ClassVar
@@ -61,6 +63,7 @@ class LoadShare(Behaviour):
     def init(self) -> None:
         self.connectors: list[str] = list(self.connections["evse"])
         self.started: list[str] = []  # connectors in a transaction, first come first
+        self.granted: dict[str, tuple[float, float]] = {}  # connector -> (amps, valid_until) last sent
         for name in self.connectors:
             self.subscribe(name, ConnectorStatus)
         self.start_timer(self.config["period_s"], self._grant, repeat=True)
@@ -75,13 +78,21 @@ class LoadShare(Behaviour):
             self.started.remove(status.connector)
 
     def _grant(self) -> None:
-        valid_until = time.time() + self.config["period_s"] * self.config["lease_periods"]
+        """Send a lease where the share changed or the last one is in its final period, so a steady
+        site costs one message per connector every few periods, not every period."""
+        now, period = time.time(), self.config["period_s"]
+        valid_until = now + period * self.config["lease_periods"]
         for name, amps in share_fuse(self.config["fuse_a"], self.connectors, self.started).items():
+            granted = self.granted.get(name)
+            if granted is not None and granted[0] == amps and granted[1] - now > period * 1.5:
+                continue
+            self.granted[name] = (amps, valid_until)
             lease = GrantLimitLease(valid_until=valid_until, amps=amps, grantor=self.name)
-            self.call(name, lease, timeout=2.0).then(_ignore, self._lease_failed)
+            self.call(name, lease, timeout=2.0).then(_ignore, functools.partial(self._lease_failed, name))
 
-    def _lease_failed(self, exc: BaseException) -> None:
-        self.log.debug("%s: a lease was not taken: %s", self.name, exc)
+    def _lease_failed(self, name: str, exc: BaseException) -> None:
+        self.granted.pop(name, None)  # try again next period
+        self.log.debug("%s: a lease to %s was not taken: %s", self.name, name, exc)
 
 
 def _ignore(_: object) -> None:

@@ -125,7 +125,9 @@ class SilRig(Behaviour):
         self._car = CarSimulator(self._script, battery=battery)
         self._journal = os.path.join(self.state_dir, f"{self.name}.meter.json")
         link = cfg.get("board_link") or f"{self.name}.board"
-        self._board = BoardSimulator(link=os.path.join(self.state_dir, link), watchdog_s=cfg["watchdog_s"])
+        self._board = BoardSimulator(
+            link=os.path.join(self.state_dir, link), watchdog_s=cfg["watchdog_s"], status_interval_s=0.1
+        )
         try:
             self._meter = MeterServer(
                 _LAYOUTS[cfg["meter_layout"]],
