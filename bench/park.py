@@ -42,8 +42,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -520,19 +523,8 @@ def run(
     ) as tmp:
         base = run_kernel_only(idle_seconds, tmp)
         fixed = int(base["uss_mb_total"] * _MB)
-        rows = [
-            run_connectors(
-                n,
-                seconds,
-                idle_seconds,
-                tmp,
-                settle_s=settle_s,
-                timeout=timeout,
-                fixed_uss_bytes=fixed,
-                board_heartbeat_s=board_heartbeat_s,
-            )
-            for n in connectors
-        ]
+        settings = {"seconds": seconds, "idle_seconds": idle_seconds, "settle": settle_s, "timeout": timeout}
+        rows = [_run_in_fresh_process(n, settings, tmp, fixed, board_heartbeat_s) for n in connectors]
     first = rows[0]
     for row in rows:  # growth: each figure against the smallest N of the run
         for key in _GROWTH:
@@ -686,6 +678,27 @@ def _connectors(text: str) -> list[int]:
     return values
 
 
+def _run_in_fresh_process(
+    n: int, settings: dict[str, float], workdir: str, fixed_uss_bytes: int, board_heartbeat_s: float | None
+) -> dict[str, Any]:
+    """One N in its own interpreter, as a box boots: every actor process descends from the process that
+    started the actor system, so a benchmark process grown by the previous N's would inflate this N's
+    memory and slow its forks."""
+    out = Path(workdir) / f"n{n}.out"
+    command = [sys.executable, "-m", "bench.park", "--one", str(n), "--workdir", workdir]
+    command += ["--fixed-uss-bytes", str(fixed_uss_bytes)]
+    command += [f"--{key.replace('_', '-')}={value}" for key, value in settings.items()]
+    if board_heartbeat_s is not None:
+        command.append(f"--board-heartbeat-s={board_heartbeat_s}")
+    with out.open("w") as sink:  # a file, not a pipe: the actor system's admin inherits stdout
+        code = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, check=False).returncode
+    text = out.read_text()
+    if code != 0:
+        raise RuntimeError(f"N={n} failed with exit {code}:\n{text[-4000:]}")
+    row: dict[str, Any] = json.loads(text.strip().splitlines()[-1])
+    return row
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.park", description=__doc__.split("\n\n")[0] if __doc__ else None
@@ -707,6 +720,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", metavar="DIR", help="keep state, topologies and logs in DIR (must not exist)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one N, its row as JSON
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--fixed-uss-bytes", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.keep is not None and os.path.exists(args.keep):
         parser.error(f"--keep {args.keep}: already exists")
@@ -718,6 +734,19 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    if args.one is not None:
+        row = run_connectors(
+            args.one,
+            args.seconds,
+            args.idle_seconds,
+            args.workdir,
+            settle_s=args.settle,
+            timeout=args.timeout,
+            fixed_uss_bytes=args.fixed_uss_bytes,
+            board_heartbeat_s=args.board_heartbeat_s,
+        )
+        print(json.dumps(row), flush=True)
+        return 0
     result = run(
         args.connectors,
         seconds=args.seconds,
