@@ -18,7 +18,13 @@ import math
 import time
 from typing import ClassVar
 
-from charger.actors.charging import EVSE_MANAGER, ConnectorStatus, GrantLimitLease
+from charger.actors.charging import (
+    EVSE_MANAGER,
+    ChargingSessionEvent,
+    ConnectorStatus,
+    GetConnectorStatus,
+    GrantLimitLease,
+)
 from charger.protocols.iec61851 import MIN_PWM_CURRENT_A
 
 from charger.behaviour import Behaviour, handles
@@ -65,17 +71,28 @@ class LoadShare(Behaviour):
         self.started: list[str] = []  # connectors in a transaction, first come first
         self.granted: dict[str, tuple[float, float]] = {}  # connector -> (amps, valid_until) last sent
         for name in self.connectors:
-            self.subscribe(name, ConnectorStatus)
+            # Session events, not the 1 Hz status: a transaction's start and end is all this needs.
+            self.subscribe(name, ChargingSessionEvent)
+            self.call(name, GetConnectorStatus(), timeout=5.0).then(self._learn, _ignore)  # after a restart
         self.start_timer(self.config["period_s"], self._grant, repeat=True)
 
-    @handles(ConnectorStatus)
-    def on_status(self, status: ConnectorStatus) -> None:
-        busy = status.state in _TRANSACTION_STATES
-        if busy and status.connector not in self.started:
-            self.started.append(status.connector)
+    def _learn(self, status: ConnectorStatus) -> None:
+        self._busy(status.connector, status.state in _TRANSACTION_STATES)
+
+    @handles(ChargingSessionEvent)
+    def on_session_event(self, event: ChargingSessionEvent) -> None:
+        if event.kind == "TransactionStarted":
+            self._busy(event.connector, True)
+        elif event.kind in ("TransactionFinished", "SessionFinished"):
+            self._busy(event.connector, False)
+
+    def _busy(self, connector: str, busy: bool) -> None:
+        if busy and connector not in self.started:
+            self.started.append(connector)
             self._grant()  # a new transaction changes every share: do not wait for the period
-        elif not busy and status.connector in self.started:
-            self.started.remove(status.connector)
+        elif not busy and connector in self.started:
+            self.started.remove(connector)
+            self._grant()
 
     def _grant(self) -> None:
         """Send a lease where the share changed or the last one is in its final period, so a steady

@@ -326,6 +326,8 @@ def test_the_shipped_charger_charges_cars_and_sums_up_their_sessions(boot, tmp_p
     assert b.finish(timeout=90) == 0, b.text()
     out = b.text()
     assert "evse-1: Charging" in out and "evse-2: Charging" in out, out
+    # the 32 A fuse: one car alone gets 32 - 6 (the idle connector's minimum), two share it
+    assert re.search(r"evse-\d: Charging 26\.0 A", out) and re.search(r"evse-\d: Charging 16\.0 A", out), out
     summary = out[out.index(SUMMARY_HEADER) :]
     sessions = re.findall(r"evse-(\d): (\d+) sessions?, ([0-9.]+) kWh", summary)
     assert {c for c, n, _ in sessions if int(n) >= 1} == {"1", "2"}, summary
