@@ -44,7 +44,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,7 +59,7 @@ from charger.supervisors.spec import ChildKind, ChildSpec, SupFlags
 
 from bench._common import machine, print_json, today
 from charger.errors import CallError
-from charger.testing import RunningSystem, running_system
+from charger.testing import RunningSystem, free_port, running_system
 from charger.topology import Topology, load_topology
 
 __all__ = ["DEFAULT_CONNECTORS", "main", "run", "run_connectors", "run_kernel_only", "topology_yaml"]
@@ -83,13 +82,6 @@ _MB = 1024 * 1024
 
 
 # --- the topology -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (admin ports, the rigs' Modbus servers)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def topology_yaml(

@@ -7,8 +7,11 @@ The processes of a system are found by the session id its admin daemon creates (
 from __future__ import annotations
 
 import contextlib
+import random
+import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from charger.client import Client
@@ -19,7 +22,7 @@ from charger.runtime import ActorProcess
 from charger.supervisors.spec import ChildSpec
 from charger.system import logging_config, start_system
 
-__all__ = ["RunningSystem", "running_system"]
+__all__ = ["RunningSystem", "free_port", "running_system"]
 
 
 class RunningSystem:
@@ -82,3 +85,25 @@ def running_system(
             kill_all(left)
             if left:
                 raise AssertionError(f"processes survived the actor system on port {admin_port}: {left}")
+
+
+_GIVEN: set[int] = set()
+
+
+def free_port() -> int:
+    """A port nobody listens on right now: a fresh admin port per system, never a stale admin's.
+
+    Picked below the kernel's ephemeral range (from 32768 here), not with bind(0): a port from that
+    range can be taken by any outgoing connection (Thespian opens many) before the server binds it."""
+    low, _ = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    while True:
+        port = random.randrange(10000, max(10001, low))
+        if port in _GIVEN:  # handed out earlier in this run, perhaps not bound yet
+            continue
+        _GIVEN.add(port)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port

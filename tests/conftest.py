@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -10,14 +9,7 @@ from pathlib import Path
 import pytest
 from charger.supervisors.spec import ChildKind, ChildSpec, Restart, Strategy, SupFlags
 
-from charger.testing import RunningSystem, running_system
-
-
-def free_port() -> int:
-    """A port nobody listens on right now: a fresh admin port per system, never a stale admin's."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from charger.testing import RunningSystem, free_port, running_system
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -17,9 +18,11 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from charger.ctl import ApiError
 from charger.processes import TOKEN_VARIABLE, kill_all, token_processes, wait_until_gone
 from charger.status_view import SUMMARY_HEADER
 from tests.conftest import free_port
@@ -333,3 +336,68 @@ def test_the_shipped_charger_charges_cars_and_sums_up_their_sessions(boot, tmp_p
     assert {c for c, n, _ in sessions if int(n) >= 1} == {"1", "2"}, summary
     assert all(float(kwh) > 0 for _, _, kwh in sessions), summary
     assert b.survivors() == []
+
+
+def _charger_copy(tmp_path: Path) -> Path:
+    """site.yaml on this test's own ports, its control API port written under the state dir."""
+    text = SITE.read_text()
+    for fixed in ("15021", "15022"):
+        text = text.replace(fixed, str(free_port()))
+    text = text.replace("config: {port: 8765}", "config: {port: 0, port_file: api.port}")
+    site = tmp_path / "site.yaml"
+    site.write_text(text)
+    return site
+
+
+def _api(state: Path, method: str, **params: Any) -> Any:
+    from websockets.sync.client import connect
+
+    from charger.ctl import request
+
+    with connect(f"ws://127.0.0.1:{(state / 'api.port').read_text()}", open_timeout=5) as ws:
+        return request(ws, method, params)
+
+
+def test_a_whole_box_sigkill_loses_no_session(tmp_path: Path) -> None:
+    """SIGKILL every process of a charging station, boot again on the same state dir: the session that
+    was charging is closed and billed exactly, from the journal and the meter register."""
+    site, state = _charger_copy(tmp_path), tmp_path / "state"
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    args = (str(site), "--state-dir", str(state), "--no-view")
+    first = Boot(tmp_path / "first", *args, "--admin-port", str(free_port()))
+    second: Boot | None = None
+    try:
+        first.wait_for_output("evse-1: Charging", timeout=60)
+        deadline = time.monotonic() + 30
+        while not ((status := _api(state, "connectors.status")[0])["energy_wh"] or 0) > 1.0:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        session = status["session_id"]
+        kill_all(token_processes(first.token))  # the whole box loses power: boot, admin, every actor
+        first.proc.wait()
+        assert first.survivors() == []
+
+        second = Boot(tmp_path / "second", *args, "--admin-port", str(free_port()))
+        second.wait_for_output("running", timeout=60)
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError, ConnectionError, ApiError):
+                bills = [b for b in _api(state, "connector.sessions", connector=1) if b["session_id"] == session]
+                if bills:
+                    break
+            assert time.monotonic() < deadline, f"session {session} was never billed after the restart"
+            time.sleep(0.2)
+        (bill,) = bills
+        assert bill["energy_wh"] == bill["meter_stop_wh"] - bill["meter_start_wh"] > 1.0
+        assert bill["stop_reason"] == "EVDisconnected"  # the simulated car did not survive the power cut
+        second.proc.send_signal(signal.SIGINT)
+        assert second.finish() == 0, second.text()
+        assert second.survivors() == []
+    finally:
+        for b in (first, second):
+            if b is not None:
+                if b.proc.poll() is None:
+                    b.proc.kill()
+                kill_all(token_processes(b.token))
+                b.close()

@@ -11,7 +11,8 @@ from charger.hal.meter import MeterFault, MeterOffline, ModbusMeter, PowerMeter,
 from charger.protocols.modbus_maps import SDM630, MeterReading, RegisterMap, SunSpecProbe, plan_reads
 from charger.sim.meter_server import MeterLayout, MeterServer
 
-from tests.support.meters import free_port, no_leaks
+from charger.testing import free_port
+from tests.support.meters import no_leaks
 
 LAYOUTS: dict[MeterLayout, RegisterMap | SunSpecProbe] = {
     MeterLayout.SDM630: SDM630,

@@ -13,7 +13,8 @@ from charger.sim.meter_server import SUNSPEC_BASE, SUNSPEC_MODEL_ADDRESS, MeterL
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
-from tests.support.meters import ManualClock, free_port, no_leaks
+from charger.testing import free_port
+from tests.support.meters import ManualClock, no_leaks
 
 
 @pytest.fixture(autouse=True)

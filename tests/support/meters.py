@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -34,13 +33,6 @@ def no_leaks(settle: float = 2.0) -> Iterator[None]:
         time.sleep(0.02)
     assert open_fds() == fds, f"the test leaked file descriptors: {open_fds()} open, {fds} before"
     assert threading.active_count() == threads, f"the test leaked threads: {threading.enumerate()}"
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (bound to 0, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ManualClock:
