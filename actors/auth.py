@@ -41,6 +41,7 @@ from charger.actors.charging import (
     TokenRead,
     TokenVerdict,
 )
+from charger.protocols.evse_events import TRANSACTION_STATES
 
 from charger.behaviour import Behaviour, Pending, Timer, handles
 from charger.errors import CallError
@@ -49,7 +50,7 @@ from charger.interfaces import Requirement
 __all__ = ["Auth"]
 
 _WAITING = "WaitingForAuthentication"
-_RUNNING = frozenset({"PrepareCharging", "Charging", "ChargingPausedEV", "ChargingPausedEVSE", "StoppingCharging"})
+_RUNNING = frozenset(state.value for state in TRANSACTION_STATES)
 _SESSION_OVER = frozenset({"Idle", "Finished", "Disabled"})
 _STOP_WAITING_EVENTS = frozenset({"Authorized", "TransactionStarted", "PluginTimeout", "SessionFinished", "Disabled"})
 _SESSION_OVER_EVENTS = frozenset({"Deauthorized", "TransactionFinished", "SessionFinished", "PluginTimeout"})

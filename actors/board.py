@@ -179,7 +179,7 @@ class BoardDriver(Behaviour):
                     board = yield self.run_io(_open, self._port, self.config["baudrate"])
                 except BoardLinkError as exc:
                     self._down(str(exc))
-                    yield self._sleep(_REOPEN_S)
+                    yield self.sleep(_REOPEN_S)
                     continue
                 if self._closing:  # terminate ran while the port was opening
                     _close(board)
@@ -191,7 +191,7 @@ class BoardDriver(Behaviour):
                 yield from self._turn(self._board)
             except BoardLinkError as exc:
                 yield from self._drop(str(exc))
-                yield self._sleep(_REOPEN_S)
+                yield self.sleep(_REOPEN_S)
 
     def _turn(self, board: SerialBoard) -> Generator[Pending, Any, None]:
         status = self._status if self._heard else None
@@ -322,11 +322,6 @@ class BoardDriver(Behaviour):
         self._down(reason)
         if board is not None:
             yield self.run_io(_close, board)
-
-    def _sleep(self, seconds: float) -> Pending:
-        done = Pending()
-        self.start_timer(seconds, lambda: done.resolve(None))
-        return done
 
     def _publish(self) -> None:
         """Publish on change and at least every second."""

@@ -79,7 +79,7 @@ class CardReader(Behaviour):
                 if self.reader is not None:
                     self.run_io(self.reader.close)
                     self.reader = None
-                yield self._sleep(self.config["reopen_s"])
+                yield self.sleep(self.config["reopen_s"])
 
     def _open(self) -> SerialRfidReader:
         return SerialRfidReader(self.path, baudrate=self.config["baudrate"], hold_s=self.config["hold_s"])
@@ -90,8 +90,3 @@ class CardReader(Behaviour):
         elif not self.link_down_logged:
             self.log.warning("reader link down, retrying every %g s: %s", self.config["reopen_s"], exc)
         self.link_down_logged = True
-
-    def _sleep(self, seconds: float) -> Pending:
-        done = Pending()
-        self.start_timer(seconds, lambda: done.resolve(None))
-        return done

@@ -44,6 +44,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from charger.behaviour import Behaviour, Pending, handles
 from charger.errors import CallError
 from charger.interfaces import Requirement
+from charger.journal import write_file_atomically
 from charger.kernel import KERNEL_NAME
 from charger.lifecycle import GetSystemStatus, SystemStatus
 
@@ -114,9 +115,7 @@ class ControlApi(Behaviour):
         self.port = yield self.run_async(self._listen())
         if "port_file" in self.config:
             path = os.path.join(self.state_dir, self.config["port_file"])  # relative: under the state dir
-            with open(path + ".tmp", "w", encoding="ascii") as f:
-                f.write(str(self.port))
-            os.replace(path + ".tmp", path)
+            write_file_atomically(path, str(self.port))
         self.start_timer(_EVENT_POLL_S, self._poll_events, repeat=True)
         self.evses: list[str] = list(self.connections.get("evse", []))
         self.rigs: list[str] = list(self.connections.get("rig", []))
@@ -211,7 +210,7 @@ class ControlApi(Behaviour):
     @handles(ChargingSessionEvent, SessionCompleted)
     def on_session_news(self, news: ChargingSessionEvent | SessionCompleted) -> None:
         method = "session_event" if isinstance(news, ChargingSessionEvent) else "session_completed"
-        body = {name: getattr(news, name) for name in news.__dataclass_fields__}
+        body = _as_dict(news)
         for client in self._streams:
             self._send(client, jsonrpc.notification(method, body))
 

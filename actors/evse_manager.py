@@ -439,7 +439,7 @@ class EvseManager(Behaviour):
         if self.meter_name:
             previous: float | None = None
             for _ in range(_METER_SETTLE_TRIES):
-                yield self._sleep(_METER_SETTLE_S)
+                yield self.sleep(_METER_SETTLE_S)
                 if self.board is not None and self.board.online and self.board.relays_closed:
                     continue  # energy still flows: not yet
                 try:
@@ -464,8 +464,3 @@ class EvseManager(Behaviour):
         self.log.info("%s: session %s billed %.3f Wh (%s)", self.name, done.session_id, energy or 0.0, done.stop_reason)
         self.publish(done)
         self._publish_status(only_if_changed=True)
-
-    def _sleep(self, seconds: float) -> Pending:
-        pending = Pending()
-        self.start_timer(seconds, lambda: pending.resolve(None))
-        return pending

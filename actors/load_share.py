@@ -25,6 +25,7 @@ from charger.actors.charging import (
     GetConnectorStatus,
     GrantLimitLease,
 )
+from charger.protocols.evse_events import TRANSACTION_STATES
 from charger.protocols.iec61851 import MIN_PWM_CURRENT_A
 
 from charger.behaviour import Behaviour, handles
@@ -32,9 +33,7 @@ from charger.interfaces import Requirement
 
 __all__ = ["LoadShare", "share_fuse"]
 
-_TRANSACTION_STATES = frozenset(
-    {"PrepareCharging", "Charging", "ChargingPausedEV", "ChargingPausedEVSE", "StoppingCharging"}
-)
+_TRANSACTION_STATES = frozenset(state.value for state in TRANSACTION_STATES)
 
 
 def share_fuse(fuse_a: float, connectors: list[str], in_transaction: list[str]) -> dict[str, float]:

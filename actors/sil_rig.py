@@ -59,6 +59,7 @@ from charger.sim.meter_server import MeterLayout, MeterServer
 from charger.behaviour import Behaviour, Timer, handles
 from charger.errors import Rejected
 from charger.interfaces import Requirement
+from charger.journal import write_file_atomically
 from charger.lifecycle import Ack
 
 __all__ = ["FAULTS", "SilRig"]
@@ -141,7 +142,7 @@ class SilRig(Behaviour):
             raise
         self._board.start()
         if "port_file" in cfg:
-            _write_atomically(os.path.join(self.state_dir, cfg["port_file"]), str(self._meter.port))
+            write_file_atomically(os.path.join(self.state_dir, cfg["port_file"]), str(self._meter.port))
         self._faults: set[str] = set()
         self._ev: tuple[bool, CpState, bool, bool, float] = (False, CpState.B, False, False, 0.0)
         """What the board simulator was last told: plugged, pilot B/C/D, error E, diode failed, residual mA."""
@@ -162,7 +163,7 @@ class SilRig(Behaviour):
         self._board.close()
         self._meter.set_load(0.0, (0.0, 0.0, 0.0), self.config["voltage_v"])  # integrates up to now
         self._meter.stop()
-        _write_atomically(self._journal, json.dumps({"energy_wh": self._meter.energy_wh}))
+        write_file_atomically(self._journal, json.dumps({"energy_wh": self._meter.energy_wh}))
 
     # --- commands -------------------------------------------------------------------------------
     @handles(PlugCar)
@@ -318,7 +319,7 @@ class SilRig(Behaviour):
     def _save_energy(self) -> None:
         ahead = self._energy_now() + self._load[0] * _HEADROOM_S / 3600.0
         if ahead != self._journalled[1]:  # an idle rig does not fsync every second
-            _write_atomically(self._journal, json.dumps({"energy_wh": ahead}))
+            write_file_atomically(self._journal, json.dumps({"energy_wh": ahead}))
         self._journalled = (time.monotonic(), ahead)
 
     def _restore_energy(self) -> float:
@@ -333,12 +334,3 @@ class SilRig(Behaviour):
         if not (math.isfinite(energy) and energy >= 0):
             raise RuntimeError(f"{self._journal} holds an impossible energy {energy!r}")
         return energy
-
-
-def _write_atomically(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

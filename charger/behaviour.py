@@ -191,6 +191,12 @@ class Behaviour:
         """Run `callback` on the actor's thread after `seconds` (and every `seconds` with `repeat`)."""
         return self._rt.start_timer(seconds, callback, repeat)
 
+    def sleep(self, seconds: float) -> Pending:
+        """A `Pending` that resolves after `seconds`: ``yield self.sleep(0.5)`` in a generator handler or task."""
+        done = Pending()
+        self.start_timer(seconds, lambda: done.resolve(None))
+        return done
+
     def run_io(self, fn: Callable[..., Any], *args: Any) -> Pending:
         """Run blocking `fn(*args)` on the I/O thread; the result comes back on the actor's thread."""
         return self._rt.io().run_blocking(fn, *args)

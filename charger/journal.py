@@ -9,6 +9,7 @@ acknowledged or published after a write survives a SIGKILL of the actor or of th
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "write_file_atomically"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS record (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -81,3 +82,13 @@ class Journal:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+
+def write_file_atomically(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` so that a reader (or a reboot) sees the old or the new file, never half."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -20,6 +20,7 @@ from charger.protocols.iec61851 import Pilot
 from charger.interfaces import Severity
 
 __all__ = [
+    "TRANSACTION_STATES",
     "Action",
     "Authorized",
     "CableRatingDetected",
@@ -66,6 +67,18 @@ class EvseState(enum.Enum):
     STOPPING_CHARGING = "StoppingCharging"  #: transaction ending, waiting for the relays to open
     FINISHED = "Finished"  #: session over (transaction ended or plug-in timeout); waiting for unplug
     INOPERATIVE = "Inoperative"  #: a blocking fault is active, or the pilot reads E, F or Disabled
+
+
+TRANSACTION_STATES = frozenset(
+    {
+        EvseState.PREPARE_CHARGING,
+        EvseState.CHARGING,
+        EvseState.CHARGING_PAUSED_EV,
+        EvseState.CHARGING_PAUSED_EVSE,
+        EvseState.STOPPING_CHARGING,
+    }
+)
+"""States in which a transaction runs (a connector with one of these is using power or may again)."""
 
 
 class SessionEventKind(enum.Enum):
