@@ -12,7 +12,7 @@ from charger.protocols.modbus_maps import SDM630, MeterReading, RegisterMap, Sun
 from charger.sim.meter_server import MeterLayout, MeterServer
 
 from charger.testing import free_port
-from tests.support.meters import no_leaks
+from tests.support.resources import no_leaks
 
 LAYOUTS: dict[MeterLayout, RegisterMap | SunSpecProbe] = {
     MeterLayout.SDM630: SDM630,

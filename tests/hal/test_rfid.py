@@ -12,12 +12,12 @@ from charger.hal.rfid import RfidLinkError, RfidReader, SerialRfidReader, TokenP
 from charger.protocols.rfid_frames import RfidDropReason, encode_rfid_frame
 from charger.sim.rfid import RfidReaderSimulator
 
-from tests.support.boards import ManualClock, no_leaks
+from tests.support.resources import ManualClock, no_leaks
 
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+    yield from no_leaks(settle=0.0)
 
 
 @pytest.fixture

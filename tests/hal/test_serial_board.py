@@ -24,12 +24,13 @@ from charger.protocols.board_frames import (
 )
 from charger.sim.board import BoardSimulator
 
-from tests.support.boards import eventually, no_leaks, wait_status
+from tests.support.boards import eventually, wait_status
+from tests.support.resources import no_leaks
 
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+    yield from no_leaks(settle=0.0)
 
 
 @pytest.fixture

@@ -9,12 +9,13 @@ import pytest
 from charger.hal.board import SerialBoard
 from charger.sim.board import BoardSimulator
 
-from tests.support.boards import no_leaks, wait_status
+from tests.support.boards import wait_status
+from tests.support.resources import no_leaks
 
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+    yield from no_leaks(settle=0.0)
 
 
 def test_a_jammed_lock_keeps_its_feedback_until_freed() -> None:

@@ -14,7 +14,7 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
 from charger.testing import free_port
-from tests.support.meters import ManualClock, no_leaks
+from tests.support.resources import ManualClock, no_leaks
 
 
 @pytest.fixture(autouse=True)

@@ -1,45 +1,13 @@
-"""Helpers for tests that run the real serial drivers against simulators on a pty: fixtures that
-check no descriptor or thread outlives a test, a manual clock, and a wait for a board status."""
+"""Helpers for tests that run the real serial board driver against its simulator on a pty: waits for a
+board status and for simulator state (leak checks and the manual clock are in `tests.support.resources`)."""
 
 from __future__ import annotations
 
-import gc
-import os
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from charger.hal.board import SerialBoard
 from charger.protocols.board_frames import BoardStatus
-
-
-def open_fds() -> int:
-    """Descriptors open in this process right now."""
-    return len(os.listdir("/proc/self/fd"))
-
-
-def no_leaks() -> Iterator[None]:
-    """Body of a module's autouse fixture: every pty, serial port and simulator thread a test opens
-    is closed again by its end. (Per module, not per directory: other tests there may own threads.)"""
-    gc.collect()
-    fds, threads = open_fds(), threading.active_count()
-    yield
-    gc.collect()
-    assert open_fds() == fds, "the test leaked file descriptors"
-    assert threading.active_count() == threads, "the test leaked threads"
-
-
-class ManualClock:
-    """Board time that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def wait_status(board: SerialBoard, want: Callable[[BoardStatus], bool], timeout: float = 2.0) -> BoardStatus:

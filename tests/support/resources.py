@@ -1,5 +1,5 @@
-"""Helpers for the Modbus meter tests: a leak check for servers, clients and ptys, a free port, and a
-manual clock for the simulator's energy integration."""
+"""Test resources shared by the driver and simulator tests: a check that no descriptor or thread outlives a
+test, and a clock that moves only when the test says so."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ def open_fds() -> int:
 
 
 def no_leaks(settle: float = 2.0) -> Iterator[None]:
-    """Body of an autouse fixture: every thread, socket and pty a test opens is gone by its end.
+    """Body of a module's autouse fixture: every thread, socket, serial port and pty a test opens is gone
+    by its end. (Per module, not per directory: other tests there may own threads.)
 
-    Counts are compared after a short settle, since a joined thread may still be listed for a moment.
+    Counts are compared after up to `settle` seconds, since a joined thread may still be listed for a moment.
     """
     gc.collect()
     fds, threads = open_fds(), threading.active_count()
@@ -36,7 +37,7 @@ def no_leaks(settle: float = 2.0) -> Iterator[None]:
 
 
 class ManualClock:
-    """Monotonic time that moves only when the test says so."""
+    """Monotonic (or board) time that moves only when the test says so."""
 
     def __init__(self) -> None:
         self.now = 1000.0
