@@ -146,6 +146,8 @@ class EvseManager(Behaviour):
         self.transaction: dict[str, Any] | None = self.journal.get("transaction")
         self.closing: list[dict[str, Any]] = self.journal.get("closing", [])
         self.last_event: str | None = self.journal.get("last_event")
+        self.sessions_completed = self.journal.count("session")  # kept here: status is built every second
+        self.energy_total_wh = float(self.journal.get("energy_total_wh", 0.0))
         self.board: BoardState | None = None
         self.board_seen_at = time.monotonic()
         self.meter: PowerMeterReading | None = None
@@ -420,8 +422,8 @@ class EvseManager(Behaviour):
             relays_closed=m.relays_closed,
             faults=sorted(f.value for f in m.active_faults),
             last_event=self.last_event,
-            sessions_completed=self.journal.count("session"),
-            energy_total_wh=float(self.journal.get("energy_total_wh", 0.0)),
+            sessions_completed=self.sessions_completed,
+            energy_total_wh=self.energy_total_wh,
         )
 
     def _publish_status(self, *, only_if_changed: bool) -> None:
@@ -455,12 +457,13 @@ class EvseManager(Behaviour):
         energy = None if start is None or stop is None else stop - start
         done = SessionCompleted(connector=self.name, **{**record, "meter_stop_wh": stop, "energy_wh": energy})
         self.closing = [r for r in self.closing if r["session_id"] != record["session_id"]]
-        total = float(self.journal.get("energy_total_wh", 0.0)) + (energy or 0.0)
+        total = self.energy_total_wh + (energy or 0.0)
         self.journal.append(
             "session",
             {f.name: getattr(done, f.name) for f in dataclasses.fields(done)},
             also_put={"closing": self.closing, "energy_total_wh": total},
         )
+        self.sessions_completed, self.energy_total_wh = self.sessions_completed + 1, total
         self.log.info("%s: session %s billed %.3f Wh (%s)", self.name, done.session_id, energy or 0.0, done.stop_reason)
         self.publish(done)
         self._publish_status(only_if_changed=True)
