@@ -25,6 +25,7 @@ __all__ = [
     "CarCommand",
     "ChargingSessionEvent",
     "ConnectorStatus",
+    "DescribeRig",
     "GetConnectorStatus",
     "GetRigState",
     "GetSessionHistory",
@@ -37,6 +38,7 @@ __all__ = [
     "PresentToken",
     "ReadMeterNow",
     "ResumeCharging",
+    "RigLayout",
     "RigState",
     "SessionCompleted",
     "SessionHistory",
@@ -305,16 +307,22 @@ EVSE_MANAGER = Interface(
 # --- software-in-the-loop rig: board simulator, car and meter server of one connector ------------
 
 
+# A rig may simulate several connectors; `connector` (from 1) says which of the rig's.
+
+
 @message
 class PlugCar:
     """Plug the simulated car in and run `script` (car-simulator language); empty: just pilot B."""
 
     script: str = ""
+    connector: int = 1
 
 
 @message
 class UnplugCar:
     """Pull the plug now (pilot A), whatever the script is doing."""
+
+    connector: int = 1
 
 
 @message
@@ -322,6 +330,7 @@ class CarCommand:
     """Replace the commands the car still has to run with `script` (EVerest modify_charging_session)."""
 
     script: str
+    connector: int = 1
 
 
 @message
@@ -335,6 +344,7 @@ class InjectSimFault:
 
     fault: str
     active: bool = True
+    connector: int = 1
 
 
 @message
@@ -347,6 +357,20 @@ class PresentCard:
 @message
 class GetRigState:
     """Answered with a `RigState`."""
+
+    connector: int = 1
+
+
+@message
+class DescribeRig:
+    """Answered with a `RigLayout`."""
+
+
+@message
+class RigLayout:
+    """How many connectors a rig simulates."""
+
+    connectors: int
 
 
 @message
@@ -362,17 +386,19 @@ class RigState:
     meter_energy_wh: float
     """The meter server's register (what a Modbus read answers)."""
     faults: list[str]
+    connector: int = 1
 
 
 SIL_RIG = Interface(
     name="sil_rig",
-    description="Simulated hardware of one connector: board behind a pty, car, Modbus meter server.",
+    description="Simulated hardware of connectors: boards behind ptys, cars, Modbus meter servers.",
     commands=(
         Command(PlugCar, Ack),
         Command(UnplugCar, Ack),
         Command(CarCommand, Ack),
         Command(InjectSimFault, Ack),
         Command(GetRigState, RigState),
+        Command(DescribeRig, RigLayout),
     ),
     vars=(RigState,),
 )

@@ -24,6 +24,7 @@ from charger.actors.charging import (
     CarCommand,
     ChargingSessionEvent,
     ConnectorStatus,
+    DescribeRig,
     GetConnectorStatus,
     GetRigState,
     GetSessionHistory,
@@ -84,7 +85,8 @@ def rpc(name: str, params: dict[str, Any] | None = None) -> Callable[[Method], M
 
 
 class ControlApi(Behaviour):
-    """The n-th ``rig`` connection is the simulated hardware of the n-th ``evse`` connection."""
+    """The ``rig`` connections simulate the ``evse`` connections' hardware in order: a rig that simulates
+    k connectors covers the next k EVSEs."""
 
     description = "JSON-RPC 2.0 over a local websocket: status, event stream and commands into the station."
     requires = {
@@ -119,6 +121,7 @@ class ControlApi(Behaviour):
         self.start_timer(_EVENT_POLL_S, self._poll_events, repeat=True)
         self.evses: list[str] = list(self.connections.get("evse", []))
         self.rigs: list[str] = list(self.connections.get("rig", []))
+        self.rig_slots: list[tuple[str, int]] | None = None
         for evse in self.evses:
             self.subscribe(evse, ChargingSessionEvent, SessionCompleted)
 
@@ -251,11 +254,18 @@ def _evse(api: ControlApi, params: dict[str, Any]) -> str:
     return api.evses[_connector_index(api, params)]
 
 
-def _rig(api: ControlApi, params: dict[str, Any]) -> str:
+def _rig(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, tuple[str, int]]:
+    """The rig that simulates this connector's hardware, and its number on that rig."""
     index = _connector_index(api, params)
-    if index >= len(api.rigs):
+    if api.rig_slots is None:  # asked once: a rig's connectors are fixed by its config
+        slots = []
+        for rig in api.rigs:
+            layout = yield api.call(rig, DescribeRig(), timeout=5.0)
+            slots += [(rig, number) for number in range(1, layout.connectors + 1)]
+        api.rig_slots = slots
+    if index >= len(api.rig_slots):
         raise RpcError(jsonrpc.INVALID_PARAMS, f"connector {api.evses[index]} has no simulated hardware")
-    return api.rigs[index]
+    return api.rig_slots[index]
 
 
 def _as_dict(msg: Any) -> dict[str, Any]:
@@ -283,22 +293,26 @@ def connectors_status(api: ControlApi, params: dict[str, Any]) -> Generator[Pend
 
 @rpc("connector.plug", {"required": ["connector"], "properties": {**_CONNECTOR, "script": {"type": "string"}}})
 def connector_plug(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
-    return (yield from _ok(api, _rig(api, params), PlugCar(script=params.get("script", ""))))
+    rig, number = yield from _rig(api, params)
+    return (yield from _ok(api, rig, PlugCar(script=params.get("script", ""), connector=number)))
 
 
 @rpc("connector.unplug", {"required": ["connector"], "properties": _CONNECTOR})
 def connector_unplug(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
-    return (yield from _ok(api, _rig(api, params), UnplugCar()))
+    rig, number = yield from _rig(api, params)
+    return (yield from _ok(api, rig, UnplugCar(connector=number)))
 
 
 @rpc("connector.car", {"required": ["connector", "script"], "properties": {**_CONNECTOR, "script": {"type": "string"}}})
 def connector_car(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
-    return (yield from _ok(api, _rig(api, params), CarCommand(script=params["script"])))
+    rig, number = yield from _rig(api, params)
+    return (yield from _ok(api, rig, CarCommand(script=params["script"], connector=number)))
 
 
 @rpc("connector.rig", {"required": ["connector"], "properties": _CONNECTOR})
 def connector_rig(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, Any]]:
-    state = yield api.call(_rig(api, params), GetRigState(), timeout=5.0)
+    rig, number = yield from _rig(api, params)
+    state = yield api.call(rig, GetRigState(connector=number), timeout=5.0)
     return _as_dict(state)
 
 
@@ -310,8 +324,9 @@ def connector_rig(api: ControlApi, params: dict[str, Any]) -> Generator[Pending,
     },
 )
 def connector_fault(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
-    msg = InjectSimFault(fault=params["fault"], active=params.get("active", True))
-    return (yield from _ok(api, _rig(api, params), msg))
+    rig, number = yield from _rig(api, params)
+    msg = InjectSimFault(fault=params["fault"], active=params.get("active", True), connector=number)
+    return (yield from _ok(api, rig, msg))
 
 
 @rpc("connector.pause", {"required": ["connector"], "properties": _CONNECTOR})

@@ -3,9 +3,11 @@
 For each N the benchmark writes a topology (the shape of ``topology/site.yaml``), checks it with
 `charger.topology.load_topology` and starts it with `charger.testing.running_system`:
 
-- per connector: ``rig-i`` (SilRig: board simulator on a pty, car, Modbus meter server),
-  ``board-i`` (BoardDriver), ``meter-i`` (PowerMeter, polled every ``poll_s`` = 1 s), ``evse-i``
-  (EvseManager, control loop every ``status_period_s`` = 1 s), under their own supervisor;
+- one ``rig`` (SilRig) simulates every connector's hardware: a board on a pty, a car and a Modbus
+  meter server each;
+- per connector: ``board-i`` (BoardDriver), ``meter-i`` (PowerMeter, polled every ``poll_s`` = 1 s),
+  ``evse-i`` (EvseManager, control loop every ``status_period_s`` = 1 s), under their own supervisor
+  ``connector-i``, which runs inside the root's process (``own_process: false``);
 - one ``fuse`` (LoadShare, ``period_s`` 1 s, fuse 32 A per connector, so it never limits the 16 A cars).
 
 Then, in one actor system:
@@ -99,8 +101,6 @@ def topology_yaml(
         raise ValueError(f"need {n} Modbus ports, got {len(modbus_ports)}")
     actors: dict[str, Any] = {}
     for i, port in enumerate(modbus_ports, start=1):
-        actors[f"rig-{i}"] = {"type": "SilRig", "config": {"board_link": f"board-{i}.pty", "modbus_port": port}}
-    for i, port in enumerate(modbus_ports, start=1):
         board: dict[str, Any] = {"port": f"board-{i}.pty"}
         if board_heartbeat_s is not None:
             board["heartbeat_s"] = board_heartbeat_s
@@ -120,9 +120,12 @@ def topology_yaml(
         "config": {"fuse_a": AMPS_PER_CONNECTOR * n, "period_s": period_s},
         "connections": {"evse": evses},
     }
-    children: list[Any] = [{"supervisor": "sil", "children": [f"rig-{i}" for i in range(1, n + 1)]}]
+    rig = [{"board_link": f"board-{i}.pty", "modbus_port": port} for i, port in enumerate(modbus_ports, start=1)]
+    actors = {"rig": {"type": "SilRig", "config": {"connectors": rig}}, **actors}
+    children: list[Any] = ["rig"]
     children += [
-        {"supervisor": f"connector-{i}", "children": [f"board-{i}", f"meter-{i}", f"evse-{i}"]} for i in range(1, n + 1)
+        {"supervisor": f"connector-{i}", "own_process": False, "children": [f"board-{i}", f"meter-{i}", f"evse-{i}"]}
+        for i in range(1, n + 1)
     ]
     children.append("fuse")
     doc = {
@@ -386,14 +389,14 @@ def _drive(system: RunningSystem, topology: Topology, n: int, t0: float, args: d
     t_plug = time.perf_counter()
     for i in range(1, n + 1):
         _call(system, f"evse-{i}", AuthorizeSession(token_id=f"PARK{i:04d}"))  # token first, then the plug
-        _call(system, f"rig-{i}", PlugCar(script=CHARGE_SCRIPT))
+        _call(system, "rig", PlugCar(script=CHARGE_SCRIPT, connector=i))
     _wait_all(system, evses, _charging, "charging", timeout)
     all_charging, plug_to_charging = time.perf_counter() - t0, time.perf_counter() - t_plug
     time.sleep(settle)
     charging = measure_window(system, args["seconds"], _kinds(system, topology))
     statuses = _statuses_retrying(system, evses, timeout)
     for i in range(1, n + 1):
-        _call(system, f"rig-{i}", UnplugCar())
+        _call(system, "rig", UnplugCar(connector=i))
     _wait_all(system, evses, lambda s: s.state == "Idle", "idle", timeout)
     with contextlib.suppress(TimeoutError):  # not fatal here: `sessions_billed` reports it, the smoke test checks it
         _wait_all(system, evses, lambda s: s.sessions_completed >= 1, "billed", _BILL_TIMEOUT_S)

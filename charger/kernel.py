@@ -123,8 +123,8 @@ class Kernel(Supervisor):
     def _unregister(self, name: str) -> None:
         self.on_unregister(Unregister(name=name))
 
-    def _report(self, child: str, event: str, reason: str = "") -> None:
-        self.on_supervision_event(SupervisionEvent(supervisor=self.name, child=child, event=event, reason=reason))
+    def _publish(self, supervisor: str, child: str, event: str, reason: str) -> None:
+        self.on_supervision_event(SupervisionEvent(supervisor=supervisor, child=child, event=event, reason=reason))
         if event in ("exited", "escalated"):
             self.log.warning("%s %s%s", child, event, f": {reason}" if reason else "")
 

@@ -14,6 +14,7 @@ This module is the only place that speaks Thespian's API (camelCase, pickled fra
 from __future__ import annotations
 
 import ctypes
+import gc
 import heapq
 import itertools
 import logging
@@ -87,6 +88,17 @@ def _fresh_chunk_caller() -> Callable[[Callable[[], Any]], Any]:
 
 
 on_fresh_stack_chunk = _fresh_chunk_caller()
+
+
+def share_heap_with_children() -> None:
+    """Keep the heap a forked child inherits shared with this process: call just before each fork.
+
+    A full collection in the child writes the GC header of every tracked object, inherited ones too,
+    so every page holding one becomes a private copy: 11 MB per actor process measured with charger's
+    modules imported. Frozen objects are never traversed again, so those pages stay shared. The cost
+    is that cycles among them are never collected: they are what this process had built by the fork.
+    """
+    gc.freeze()
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -593,6 +605,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
         """Create a child actor process (supervisors only). Forking after threads exist is unsafe."""
         if self._io is not None:
             raise RuntimeError(f"{self._name} owns I/O threads and must not create child actors")
+        share_heap_with_children()
         return on_fresh_stack_chunk(lambda: self.createActor(ActorProcess))
 
     def stop(self, reason: str) -> None:

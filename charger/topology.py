@@ -43,7 +43,7 @@ _TOP_KEYS = ("site", "system", "actors", "supervision")
 _SYSTEM_KEYS = ("admin_port", "bind", "state_dir")
 _ACTOR_KEYS = ("type", "config", "connections")
 _ROOT_KEYS = ("name", "strategy", "intensity", "period", "children")
-_GROUP_KEYS = ("supervisor", "strategy", "intensity", "period", "children", "restart", "shutdown")
+_GROUP_KEYS = ("supervisor", "strategy", "intensity", "period", "children", "restart", "shutdown", "own_process")
 _WORKER_KEYS = ("actor", "restart", "shutdown")
 
 
@@ -330,15 +330,24 @@ class _Checker:
         period = self._field(group, path, "period", 5.0, _PERIOD)
         restart = self._choice(group, path, "restart", Restart, Restart.PERMANENT)
         shutdown = self._field(group, path, "shutdown", math.inf, _SHUTDOWN)
+        own_process = self._field(group, path, "own_process", True, _BOOL)
         children = self._children(group, (*path, "children"), actors)
-        if None in (name, strategy, intensity, period, restart, shutdown, children):
+        if None in (name, strategy, intensity, period, restart, shutdown, own_process, children):
             return None
         flags = self._build(path, SupFlags, strategy=strategy, intensity=intensity, period=period)
         if flags is None:
             return None
         kind = ChildKind.SUPERVISOR
         return self._build(
-            path, ChildSpec, id=name, kind=kind, flags=flags, restart=restart, shutdown=shutdown, children=children
+            path,
+            ChildSpec,
+            id=name,
+            kind=kind,
+            flags=flags,
+            restart=restart,
+            shutdown=shutdown,
+            children=children,
+            own_process=own_process,
         )
 
     def _group_name(self, group: dict[str, Any], path: Path, key: str, actors: _Actors) -> str | None:
@@ -457,3 +466,4 @@ _GROUP_NAME: _Rule = (_is_name, "a name of letters, digits, '_' and '-' starting
 _INTENSITY: _Rule = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
 _PERIOD: _Rule = (lambda v: _is_seconds(v) and v > 0, "a number of seconds > 0")
 _SHUTDOWN: _Rule = (_is_seconds, "a number of seconds >= 0")
+_BOOL: _Rule = (lambda v: isinstance(v, bool), "true or false")

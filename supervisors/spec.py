@@ -89,6 +89,10 @@ class ChildSpec:
     """Seconds to wait for a clean stop before the child is killed (`inf`: wait as long as it takes)."""
     flags: SupFlags = field(default_factory=SupFlags)
     children: tuple[ChildSpec, ...] = ()
+    own_process: bool = True
+    """A supervisor only: False runs it inside its parent supervisor's process. It keeps its own
+    strategy and restart intensity, so a flapping child still escalates only this far; it costs no
+    process (about 5 MB each, bench/RESULTS.md)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not _is_name(self.id):
@@ -104,6 +108,10 @@ class ChildSpec:
                 raise InvalidSpec("children", self.id, "only a supervisor has children")
             if self.shutdown == math.inf:
                 object.__setattr__(self, "shutdown", DEFAULT_WORKER_SHUTDOWN)
+            if not self.own_process:
+                raise InvalidSpec("own_process", self.own_process, "only a supervisor can share its parent's process")
+        if not isinstance(self.own_process, bool):
+            raise InvalidSpec("own_process", self.own_process, "expected true or false")
         seen: set[str] = set()
         for child in self.children:
             if child.id in seen:
@@ -138,6 +146,7 @@ def spec_to_config(spec: ChildSpec) -> dict[str, Any]:
             "period": float(spec.flags.period),
         },
         "children": [spec_to_config(c) for c in spec.children],
+        "own_process": spec.own_process,
     }
 
 
@@ -159,4 +168,5 @@ def spec_from_config(data: Mapping[str, Any]) -> ChildSpec:
             period=flags.get("period", 5.0),
         ),
         children=tuple(spec_from_config(c) for c in data.get("children") or ()),
+        own_process=data.get("own_process", True),
     )

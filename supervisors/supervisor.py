@@ -5,6 +5,10 @@ right to left, each given its shutdown time before it is killed. When a child ex
 type decides whether it comes back, the strategy decides which siblings come back with it, and
 more than `intensity` restarts within `period` seconds stops every child and escalates to the
 parent. While a child is down its name is unregistered, so calls to it fail fast with `Unavailable`.
+
+A child supervisor with ``own_process`` false is a `_Group` inside this process: it starts, stops
+and restarts its children with its own strategy and intensity, and escalates to the group that
+holds it, exactly as a supervisor process would, without costing a process.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import math
 import os
 import signal
 from collections import deque
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +45,34 @@ class StartFailed(Exception):
     """A child could not be started; during the supervisor's own start this fails the whole start."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
+class _Group:
+    """A supervisor's children with its strategy and restart window; nested groups share the process."""
+
+    spec: ChildSpec
+    window: RestartWindow
+    parent: _Group | None
+    members: list[_Member] = field(default_factory=list)
+    exit_normal: bool = False
+    exit_reason: str = ""
+    wanted: bool = True
+
+    @property
+    def running(self) -> bool:
+        return any(m.running for m in self.members)
+
+    def workers(self) -> Iterator[_Child]:
+        for member in self.members:
+            if isinstance(member, _Group):
+                yield from member.workers()
+            else:
+                yield member
+
+
+@dataclass(slots=True, eq=False)
 class _Child:
     spec: ChildSpec
+    parent: _Group
     address: Any = None
     pid: int = 0
     exit_normal: bool = False
@@ -59,6 +88,17 @@ class _Child:
         return self.address is not None
 
 
+_Member = _Child | _Group
+
+
+def _group_of(spec: ChildSpec, parent: _Group | None) -> _Group:
+    group = _Group(spec, RestartWindow(spec.flags.intensity, spec.flags.period), parent)
+    for child in spec.children:
+        inline = child.kind is ChildKind.SUPERVISOR and not child.own_process
+        group.members.append(_group_of(child, group) if inline else _Child(child, group))
+    return group
+
+
 class Supervisor(Behaviour):
     """Starts, watches and restarts its children; configured by a `ChildSpec` tree (see `spec_to_config`)."""
 
@@ -66,22 +106,35 @@ class Supervisor(Behaviour):
     handled_during_init = frozenset({Exiting})
 
     def init(self) -> Work:
-        spec = spec_from_config(self.config)
-        self.flags = spec.flags
-        self.window = RestartWindow(spec.flags.intensity, spec.flags.period)
-        self.children: list[_Child] = [_Child(s) for s in spec.children]
-        self._exits: deque[_Child] = deque()
+        self.root = _group_of(spec_from_config(self.config), None)
+        self._exits: deque[_Member] = deque()
         self._busy = False
         self._registry = self._rt._registry if self._rt._registry is not None else self._rt.myAddress
-        for child in list(self.children):
-            try:
-                yield from self._start(child)
-            except (CallError, StartFailed) as exc:
-                yield from self._stop_each(reversed([c for c in self.children if c.running]))
-                raise StartFailed(f"{self.name}: child {child.spec.id} failed to start: {exc}") from None
+        yield from self._start_group(self.root)
         self.start_timer(_LIVENESS_PERIOD, self._check_liveness, repeat=True)
 
+    def _name_of(self, group: _Group) -> str:
+        return self.name if group is self.root else group.spec.id
+
     # --- start and stop one child -----------------------------------------------------------------
+    def _start_group(self, group: _Group) -> Work:
+        """Start every member left to right; if one fails, stop those started and fail the group."""
+        group.wanted = True
+        for member in list(group.members):
+            try:
+                yield from self._start_member(member)
+            except (CallError, StartFailed) as exc:
+                yield from self._stop_each(reversed([m for m in group.members if m.running]))
+                raise StartFailed(f"{self._name_of(group)}: child {member.spec.id} failed to start: {exc}") from None
+        if group is not self.root:
+            self._report(group.parent or self.root, group.spec.id, "started")
+
+    def _start_member(self, member: _Member) -> Work:
+        if isinstance(member, _Group):
+            yield from self._start_group(member)
+        else:
+            yield from self._start(member)
+
     def _start(self, child: _Child) -> Work:
         spec = child.spec
         child.wanted = True
@@ -112,10 +165,15 @@ class Supervisor(Behaviour):
         assert isinstance(started, Started)
         child.pid = started.pid
         yield from self._register(spec.id, child.pid, child.address)
-        self._report(spec.id, "started")
+        self._report(child.parent, spec.id, "started")
 
-    def _stop(self, child: _Child) -> Work:
+    def _stop(self, member: _Member) -> Work:
         """Stop one running child: ask, wait its shutdown time, then kill (OTP's shutdown semantics)."""
+        if isinstance(member, _Group):
+            yield from self._stop_each(reversed([m for m in member.members if m.running]))
+            self._report(member.parent or self.root, member.spec.id, "stopped")
+            return
+        child = member
         if not child.running:
             return
         child.stopping = True
@@ -135,9 +193,9 @@ class Supervisor(Behaviour):
                 yield self._rt.within(child.gone, _KILL_GRACE)
         if not child.gone.done:  # never reaped: forget it rather than hang the tree
             self._forget(child)
-        self._report(child.spec.id, "stopped")
+        self._report(child.parent, child.spec.id, "stopped")
 
-    def _stop_each(self, children: Iterable[_Child]) -> Work:
+    def _stop_each(self, children: Iterable[_Member]) -> Work:
         for child in list(children):
             yield from self._stop(child)
 
@@ -156,7 +214,7 @@ class Supervisor(Behaviour):
         """A child tells us why it is about to exit; we reap it, so the reason is known before the exit."""
         # by address, not name: a late Exiting from an instance that already died must not reap its replacement
         sender = self._rt.current_reply_to
-        child = next((c for c in self.children if c.running and c.address == sender), None)
+        child = next((c for c in self.root.workers() if c.running and c.address == sender), None)
         if child is None:
             return
         child.exit_normal, child.exit_reason = msg.normal, msg.reason
@@ -164,7 +222,7 @@ class Supervisor(Behaviour):
 
     def _child_exited(self, address: Any) -> None:
         # ActorAddress is unhashable and its str() changes once the child is up: compare with ==.
-        child = next((c for c in self.children if c.address is not None and c.address == address), None)
+        child = next((c for c in self.root.workers() if c.address is not None and c.address == address), None)
         if child is None:  # Thespian may report one exit twice; and stopped children are forgotten
             return
         child.address = None
@@ -175,14 +233,14 @@ class Supervisor(Behaviour):
             child.starting.fail(Unavailable(f"{child.spec.id} exited during init: {child.exit_reason}"))
             return
         self._unregister(child.spec.id)
-        self._report(child.spec.id, "exited", child.exit_reason)
+        self._report(child.parent, child.spec.id, "exited", child.exit_reason)
         self._exits.append(child)
         if not self._busy:
             self._rt.run_task(self._handle_exits())
 
     def _check_liveness(self) -> None:
         """Thespian can lose a ChildActorExited when two children die at once; the PID tells the truth."""
-        for child in self.children:
+        for child in list(self.root.workers()):
             if child.running and child.pid and not _alive(child.pid):
                 self._child_exited(child.address)
 
@@ -194,48 +252,56 @@ class Supervisor(Behaviour):
         finally:
             self._busy = False
 
-    def _on_exit(self, child: _Child) -> Work:
-        if child.running or child not in self.children:  # already brought back by a sibling's restart
+    def _on_exit(self, member: _Member) -> Work:
+        group = member.parent
+        if group is None or member.running or member not in group.members:  # brought back by a sibling's restart
             return
-        restart = child.spec.restart
-        if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and child.exit_normal):
-            child.wanted = False
+        restart = member.spec.restart
+        if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and member.exit_normal):
+            member.wanted = False
             if restart is Restart.TEMPORARY:
-                self.children.remove(child)
+                group.members.remove(member)
             return
-        if not self.window.allow_restart():
+        if not group.window.allow_restart():
+            flags = group.spec.flags
             reason = (
-                f"reached max restart intensity ({self.flags.intensity} in {self.flags.period:g} s); "
-                f"last: {child.spec.id} {child.exit_reason}"
+                f"reached max restart intensity ({flags.intensity} in {flags.period:g} s); "
+                f"last: {member.spec.id} {member.exit_reason}"
             )
-            self._report(child.spec.id, "escalated", reason)
-            yield from self._stop_each(reversed([c for c in self.children if c.running]))
-            self._escalate(reason)
+            self._report(group, member.spec.id, "escalated", reason)
+            yield from self._stop_each(reversed([m for m in group.members if m.running]))
+            if group is self.root:
+                self._escalate(reason)
+                return
+            group.exit_normal, group.exit_reason = False, reason  # to its parent, the group exited
+            self._report(group.parent or self.root, group.spec.id, "exited", reason)
+            yield from self._on_exit(group)
             return
-        affected = self._affected(child)
-        yield from self._stop_each(reversed([c for c in affected if c.running]))
+        affected = self._affected(group, member)
+        yield from self._stop_each(reversed([m for m in affected if m.running]))
         for sibling in affected:
-            if sibling is not child and sibling.spec.restart is Restart.TEMPORARY:
-                self.children.remove(sibling)  # OTP: temporary siblings are not brought back
+            if sibling is not member and sibling.spec.restart is Restart.TEMPORARY:
+                group.members.remove(sibling)  # OTP: temporary siblings are not brought back
         for sibling in affected:
-            if sibling in self.children and not sibling.running:
-                self._report(sibling.spec.id, "restarting", child.exit_reason if sibling is child else "sibling")
+            if sibling in group.members and not sibling.running:
+                why = member.exit_reason if sibling is member else "sibling"
+                self._report(group, sibling.spec.id, "restarting", why)
                 try:
-                    yield from self._start(sibling)
+                    yield from self._start_member(sibling)
                 except (CallError, StartFailed) as exc:
                     sibling.exit_normal, sibling.exit_reason = False, f"start failed: {exc}"
                     self._exits.append(sibling)
                     break
 
-    def _affected(self, child: _Child) -> list[_Child]:
+    def _affected(self, group: _Group, member: _Member) -> list[_Member]:
         # "wanted", not "running": siblings left down by an earlier failed restart come back too
-        strategy = self.flags.strategy
+        strategy = group.spec.flags.strategy
         if strategy is Strategy.ONE_FOR_ALL:
-            return [c for c in self.children if c is child or c.wanted]
+            return [m for m in group.members if m is member or m.wanted]
         if strategy is Strategy.REST_FOR_ONE:
-            after = self.children[self.children.index(child) + 1 :]
-            return [child, *(c for c in after if c.wanted)]
-        return [child]
+            after = group.members[group.members.index(member) + 1 :]
+            return [member, *(m for m in after if m.wanted)]
+        return [member]
 
     def _escalate(self, reason: str) -> None:
         self._rt.escalate(reason)
@@ -243,7 +309,7 @@ class Supervisor(Behaviour):
     # --- orderly shutdown ---------------------------------------------------------------------------
     def _shutdown(self, reason: str) -> Work:
         self._exits.clear()
-        yield from self._stop_each(reversed([c for c in self.children if c.running]))
+        yield from self._stop_each(reversed([m for m in self.root.members if m.running]))
         return Stopped(name=self.name)
 
     # --- registry -------------------------------------------------------------------------------
@@ -253,11 +319,15 @@ class Supervisor(Behaviour):
     def _unregister(self, name: str) -> None:
         self._rt.cast_address(self._registry, Unregister(name=name))
 
-    def _report(self, child: str, event: str, reason: str = "") -> None:
+    def _report(self, group: _Group, child: str, event: str, reason: str = "") -> None:
+        self._publish(self._name_of(group), child, event, reason)
+
+    def _publish(self, supervisor: str, child: str, event: str, reason: str) -> None:
         level = self.log.warning if event in ("exited", "escalated") else self.log.info
-        level("%s %s%s", child, event, f": {reason}" if reason else "")
+        where = "" if supervisor == self.name else f"{supervisor}: "
+        level("%s%s %s%s", where, child, event, f": {reason}" if reason else "")
         self._rt.cast_address(
-            self._registry, SupervisionEvent(supervisor=self.name, child=child, event=event, reason=reason)
+            self._registry, SupervisionEvent(supervisor=supervisor, child=child, event=event, reason=reason)
         )
 
 

@@ -31,6 +31,7 @@ def group(
     intensity: int = 10,
     period: float = 10.0,
     restart: Restart = Restart.PERMANENT,
+    own_process: bool = True,
 ) -> ChildSpec:
     return ChildSpec(
         id=name,
@@ -38,4 +39,5 @@ def group(
         flags=SupFlags(strategy=strategy, intensity=intensity, period=period),
         restart=restart,
         children=children,
+        own_process=own_process,
     )

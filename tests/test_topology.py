@@ -103,6 +103,7 @@ def test_every_key_and_default_reaches_the_specs() -> None:
     tuning = specs["tuning"]
     assert (tuning.kind, tuning.restart, tuning.shutdown) == (ChildKind.SUPERVISOR, Restart.TEMPORARY, 30)
     assert (tuning.flags.strategy, tuning.flags.intensity, tuning.flags.period) == (Strategy.REST_FOR_ONE, 1, 5.0)
+    assert (top.own_process, tuning.own_process) == (True, False)
     # Nested defaults are filled in under what was written, and under defaults that were themselves filled in.
     assert specs["tuned"].config == {"label": "tuned", "limits": {"max_a": 32, "phases": 3}}
     assert specs["loose"].config == {"label": "tuned", "limits": {"max_a": 16, "phases": 3}}
@@ -146,7 +147,8 @@ BAD_FILES: dict[str, list[tuple[int, int, str]]] = {
         (9, 15, "supervision.children[0].period: 0 is not a number of seconds > 0"),
         (10, 16, "supervision.children[0].restart: 'sometimes' is not one of permanent, transient, temporary"),
         (11, 17, "supervision.children[0].shutdown: -1 is not a number of seconds >= 0"),
-        (14, 21, "supervision.children[0].children[0].shutdown: nan is not a number of seconds >= 0"),
+        (12, 20, "supervision.children[0].own_process: 'maybe' is not true or false"),
+        (15, 21, "supervision.children[0].children[0].shutdown: nan is not a number of seconds >= 0"),
     ],
     "bad_connections.yaml": [
         (6, 7, "Ticker has no requirement 'source'"),

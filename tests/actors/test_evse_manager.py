@@ -33,12 +33,12 @@ site: e2e
 system: {{admin_port: {admin}, bind: 127.0.0.1}}
 actors:
   card-reader-sim: {{type: CardReaderSim, config: {{link: rfid.pty}}}}
-  rig-1:
-    type: SilRig
-    config: {{board_link: board-1.pty, modbus_port: {modbus1}}}
-  rig-2:
-    type: SilRig
-    config: {{board_link: board-2.pty, modbus_port: {modbus2}}}
+  rig:
+    type: SilRig  # one rig for both connectors: the control API finds connector 2 as the rig's second
+    config:
+      connectors:
+        - {{board_link: board-1.pty, modbus_port: {modbus1}}}
+        - {{board_link: board-2.pty, modbus_port: {modbus2}}}
   board-1: {{type: BoardDriver, config: {{port: board-1.pty}}}}
   meter-1: {{type: PowerMeter, config: {{transport: tcp, port: {modbus1}, poll_s: 0.5}}}}
   evse-1:
@@ -59,14 +59,14 @@ actors:
   api:
     type: ControlApi
     config: {{port: 0, port_file: {port_file}}}
-    connections: {{evse: [evse-1, evse-2], rig: [rig-1, rig-2], auth: [auth], card_reader: [card-reader-sim]}}
+    connections: {{evse: [evse-1, evse-2], rig: [rig], auth: [auth], card_reader: [card-reader-sim]}}
 supervision:
   name: root
   intensity: 20
   period: 10
   children:
     - supervisor: sil
-      children: [card-reader-sim, rig-1, rig-2]
+      children: [card-reader-sim, rig]
     - supervisor: connector-1
       children: [board-1, meter-1, evse-1]
     - supervisor: connector-2

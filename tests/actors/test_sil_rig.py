@@ -14,10 +14,12 @@ import pytest
 from charger.actors.charging import (
     CARD_READER_SIM,
     CarCommand,
+    DescribeRig,
     GetRigState,
     InjectSimFault,
     PlugCar,
     PresentCard,
+    RigLayout,
     RigState,
     UnplugCar,
 )
@@ -176,3 +178,39 @@ def test_the_token_is_shown_at_every_plug_in_of_a_repeated_script(start_tree, tm
         assert set(cards) == {"CARD-1"}
         pilots = [fields["car_pilot"] for *_, fields, _at in system.client.call("rec", GetRecorded()).items]
         assert "A" in pilots and "B" in pilots
+
+
+def test_one_rig_simulates_several_connectors_each_with_its_own_world(start_tree, tmp_path):
+    connectors = [
+        {"port_file": "m1.port", "token": "CARD-1"},
+        {"port_file": "m2.port", "token": "CARD-2", "meter_layout": "sunspec", "soc_percent": 80},
+    ]
+    tree = group(
+        "root",
+        worker("reader", actor="tests.actors.test_sil_rig:CardReaderProbe"),
+        worker("rig", actor="SilRig", config={"connectors": connectors}, requires={"card_reader": ("reader",)}),
+    )
+    with start_tree(tree) as system:
+        assert system.client.call("rig", DescribeRig()) == RigLayout(connectors=2)
+        assert (tmp_path / "rig-1.board").is_symlink() and (tmp_path / "rig-2.board").is_symlink()
+        system.client.call("rig", PlugCar(script="sleep 30", connector=2))
+        eventually(lambda: system.client.call("rig", GetRigState(connector=2)).car_pilot == "B", what="car 2 in")
+        one, two = (system.client.call("rig", GetRigState(connector=n)) for n in (1, 2))
+        assert (one.connector, one.car_pilot, one.soc_percent) == (1, "A", 30)
+        assert (two.connector, two.soc_percent) == (2, 80)
+        assert system.client.call("reader", RigTestGetCards()).uids == ["CARD-2"]
+
+        system.client.call("rig", InjectSimFault(fault="meter_offline", connector=1))
+        one_meter = ModbusMeter.tcp("127.0.0.1", SDM630, port=int((tmp_path / "m1.port").read_text()))
+        two_meter = ModbusMeter.tcp("127.0.0.1", _sunspec_probe(), port=int((tmp_path / "m2.port").read_text()))
+        try:
+            with pytest.raises(MeterOffline):
+                one_meter.read()
+            assert two_meter.read().voltages_v == (230, 230, 230)
+        finally:
+            one_meter.close()
+            two_meter.close()
+
+        with pytest.raises(Rejected, match=r"simulates connectors 1\.\.2, not 3"):
+            system.client.call("rig", UnplugCar(connector=3))
+        assert "rig" not in system.status().restarts

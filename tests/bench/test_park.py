@@ -60,7 +60,7 @@ def test_park_benchmark_smoke(tmp_path: Path) -> None:
         _positive(row, ROW_FIELDS)
         for key in [*ROLE_FRACTIONS, "uss_mb_per_connector_net", "cpu_core_fraction_without_sim"]:
             assert isinstance(row[key], int | float), f"{key} = {row.get(key)!r}"
-        assert row["actors"] == 4 * row["connectors"] + 1
+        assert row["actors"] == 3 * row["connectors"] + 2  # board, meter, EVSE manager each; one rig, one fuse
         assert row["charging_at_end"] == row["connectors"]
         for key in ("energy_wh_at_end", "sessions_billed", "restarts", "vanished_processes"):
             assert isinstance(row[key], int | float) and row[key] >= 0, f"{key} = {row.get(key)!r}"

@@ -166,3 +166,56 @@ def test_a_failed_restart_still_brings_back_the_later_siblings(start_tree, tmp_p
         # one restart for the kill, one for the failed start; the dead instance's late Exiting must not
         # take down its healthy replacement (which would add a third)
         assert system.status().restarts["a"] == 2
+
+
+# --- supervisors that share their parent's process (own_process: false) ----------------------------------
+
+
+def test_a_shared_process_supervisor_costs_no_process_and_keeps_its_strategy(start_tree, tmp_path):
+    inner = group("inner", worker("x"), worker("y"), strategy=Strategy.REST_FOR_ONE, own_process=False)
+    with start_tree(group("root", worker("a"), inner)) as system:
+        status = system.status()
+        assert sorted(status.actors) == ["a", "root", "x", "y"]
+        assert len(system.processes()) == len(status.actors) + 3  # + admin, logger and kernel
+        before = pids(system, "a", "x", "y")
+        kill_and_wait_restart(system, "x")
+        settle(system)
+        after = pids(system, "a", "x", "y")
+        assert after["a"] == before["a"] and after["x"] != before["x"] and after["y"] != before["y"]
+        assert read_log(str(tmp_path), "starts.log") == ["a", "x", "y", "x", "y"]
+        assert read_log(str(tmp_path), "stops.log") == ["y"]
+        assert any(e == "inner: x restarting: killed" for e in system.status().events)
+
+
+def test_a_shared_process_supervisor_escalates_to_its_parent(start_tree, tmp_path):
+    inner = group("inner", worker("x"), worker("y"), intensity=1, period=30, own_process=False)
+    with start_tree(group("root", worker("a"), inner, intensity=5, period=30)) as system:
+        a_pid, root_pid = system.pid_of("a"), system.pid_of("root")
+        kill_and_wait_restart(system, "x")  # within inner's intensity: only x comes back
+        y_pid = system.pid_of("y")
+        kill_and_wait_restart(system, "x")  # inner gives up: root restarts the whole of inner
+        settle(system)
+        status = system.status()
+        assert system.pid_of("y") != y_pid
+        assert system.pid_of("a") == a_pid and system.pid_of("root") == root_pid
+        assert status.restarts == {"x": 1, "inner": 1}  # as with its own process (test above)
+        assert any("inner: x escalated: reached max restart intensity" in e for e in status.events)
+        assert read_log(str(tmp_path), "starts.log") == ["a", "x", "y", "x", "x", "y"]
+        assert not status.halted
+
+
+def test_nested_shared_process_supervisors_escalate_level_by_level(start_tree, tmp_path):
+    leaf = group("leaf", worker("x"), intensity=0, own_process=False)
+    mid = group("mid", leaf, worker("m"), intensity=0, own_process=False)
+    with start_tree(group("root", worker("a"), mid, intensity=5, period=30)) as system:
+        m_pid = system.pid_of("m")
+        kill_and_wait_restart(system, "x")
+        settle(system)
+        status = system.status()
+        assert system.pid_of("m") != m_pid  # mid gave up too, so root restarted all of it
+        events = status.events
+        assert any(e.startswith("leaf: x escalated") for e in events)
+        assert any(e.startswith("mid: leaf escalated") for e in events)
+        assert any(e.startswith("root: mid restarting") for e in events)
+        assert status.restarts == {"mid": 1}
+        assert not status.halted
