@@ -32,8 +32,9 @@ def start_system(
     if base != "simpleSystemBase" and _port_in_use(bind_address, admin_port):
         raise RuntimeError(f"admin port {admin_port} is already in use; is another charger system running?")
     caps = {"Admin Port": admin_port, **(capabilities or {})}
-    from charger.runtime import on_fresh_stack_chunk  # the admin daemon is forked here
+    from charger.runtime import on_fresh_stack_chunk, share_heap_with_children
 
+    share_heap_with_children()  # the admin daemon is forked here, and every actor below it
     return on_fresh_stack_chunk(lambda: ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True))
 
 
