@@ -22,6 +22,7 @@ bench:
 	$(PYTHON) -m bench.messaging
 	$(PYTHON) -m bench.restart
 	$(PYTHON) -m bench.park
+	$(PYTHON) -m bench.energy
 
 lint: typecheck
 	$(PYTHON) -m ruff check .
