@@ -52,6 +52,7 @@ __all__ = ["Auth"]
 _WAITING = "WaitingForAuthentication"
 _RUNNING = frozenset(state.value for state in TRANSACTION_STATES)
 _SESSION_OVER = frozenset({"Idle", "Finished", "Disabled"})
+_OUT_OF_SERVICE = frozenset({"Disabled", "Inoperative"})
 _STOP_WAITING_EVENTS = frozenset({"Authorized", "TransactionStarted", "PluginTimeout", "SessionFinished", "Disabled"})
 _SESSION_OVER_EVENTS = frozenset({"Deauthorized", "TransactionFinished", "SessionFinished", "PluginTimeout"})
 
@@ -189,6 +190,9 @@ class Auth(Behaviour):
         if token.casefold() not in self.allowed:
             self.log.info("token %s from %s is not on the allow list", token, source)
             return TokenVerdict(status="Invalid", connector=None, detail=f"{token} is not on the allow list")
+        out_of_service = self._out_of_service(connector)
+        if out_of_service is not None:
+            return TokenVerdict(status="NoConnector", connector=connector, detail=out_of_service)
         target = self._longest_waiting(connector)
         if target is None:
             return self._hold(token, connector)
@@ -202,6 +206,13 @@ class Auth(Behaviour):
             running = self.assigned.get(c) or (status.token_id if status and status.state in _RUNNING else None)
             if running is not None and running.casefold() == key:
                 return c
+        return None
+
+    def _out_of_service(self, connector: str | None) -> str | None:
+        """Why the named connector cannot take a token now (holding one for it would only time out)."""
+        status = self.status.get(connector) if connector is not None else None
+        if status is not None and status.state in _OUT_OF_SERVICE:
+            return f"{connector} is {status.state}"
         return None
 
     def _longest_waiting(self, connector: str | None) -> str | None:

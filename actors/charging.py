@@ -42,6 +42,7 @@ __all__ = [
     "RigState",
     "SessionCompleted",
     "SessionHistory",
+    "SetAvailability",
     "SetBoardOutputs",
     "StopCharging",
     "TokenRead",
@@ -203,6 +204,18 @@ class StopCharging:
 
 
 @message
+class SetAvailability:
+    """Take the connector out of service (`available` false) or back in (OCPP ChangeAvailability).
+
+    Out of service at once: a running transaction stops with `reason` (an OCPP stop reason) and the
+    pilot shows F. Survives a restart (it is part of the journaled state). OCPP's "Scheduled" (wait
+    for the transaction to end) is the caller's to do."""
+
+    available: bool
+    reason: str = "Other"
+
+
+@message
 class GrantLimitLease:
     """A current or power limit until `valid_until` (Unix seconds). After that the connector falls back to
     its failsafe current, never to unlimited. Exactly one of `amps` (per phase) and `watts` is set."""
@@ -296,6 +309,7 @@ EVSE_MANAGER = Interface(
         Command(PauseCharging, Ack),
         Command(ResumeCharging, Ack),
         Command(StopCharging, Ack),
+        Command(SetAvailability, Ack),
         Command(GrantLimitLease, Ack),
         Command(GetConnectorStatus, ConnectorStatus),
         Command(GetSessionHistory, SessionHistory),

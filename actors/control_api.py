@@ -36,6 +36,7 @@ from charger.actors.charging import (
     PresentToken,
     ResumeCharging,
     SessionCompleted,
+    SetAvailability,
     StopCharging,
     UnplugCar,
 )
@@ -342,6 +343,18 @@ def connector_resume(api: ControlApi, params: dict[str, Any]) -> Generator[Pendi
 @rpc("connector.stop", {"required": ["connector"], "properties": {**_CONNECTOR, "reason": {"type": "string"}}})
 def connector_stop(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
     return (yield from _ok(api, _evse(api, params), StopCharging(reason=params.get("reason", "Local"))))
+
+
+@rpc(
+    "connector.availability",
+    {
+        "required": ["connector", "available"],
+        "properties": {**_CONNECTOR, "available": {"type": "boolean"}, "reason": {"type": "string"}},
+    },
+)
+def connector_availability(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
+    msg = SetAvailability(available=params["available"], reason=params.get("reason", "Other"))
+    return (yield from _ok(api, _evse(api, params), msg))
 
 
 @rpc(

@@ -34,6 +34,7 @@ from charger.actors.charging import (
     ResumeCharging,
     SessionCompleted,
     SessionHistory,
+    SetAvailability,
     SetBoardOutputs,
     StopCharging,
     WithdrawAuthorization,
@@ -43,6 +44,8 @@ from charger.protocols.evse_events import (
     Authorized,
     CloseRelays,
     Deauthorized,
+    DisableRequested,
+    EnableRequested,
     Event,
     EvseState,
     Fault,
@@ -245,6 +248,18 @@ class EvseManager(Behaviour):
             raise Rejected(f"unknown stop reason {req.reason!r}; one of {[r.value for r in StopReason]}") from None
         self._require_transaction()
         self._feed(StopRequested(reason=reason))
+        return Ack()
+
+    @handles(SetAvailability)
+    def on_availability(self, req: SetAvailability) -> Ack:
+        if req.available:
+            self._feed(EnableRequested())
+            return Ack()
+        try:
+            reason = StopReason(req.reason)
+        except ValueError:
+            raise Rejected(f"unknown stop reason {req.reason!r}; one of {[r.value for r in StopReason]}") from None
+        self._feed(DisableRequested(reason=reason))
         return Ack()
 
     @handles(GrantLimitLease)

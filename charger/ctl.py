@@ -8,6 +8,7 @@
     python -m charger.ctl car 1 "draw_power_regulated 16,3;sleep 60;unplug"
     python -m charger.ctl rfid 04A1B2C3D4 [--connector 1]
     python -m charger.ctl pause 1 | resume 1 | stop 1 [--reason Local]
+    python -m charger.ctl disable 1 [--reason Other] | enable 1   # take out of service, or back in
     python -m charger.ctl fault 1 rcd|meter_offline|lock_failure|pilot_error_e|diode_failure [--clear]
     python -m charger.ctl lease 1 --amps 10 --valid-for 60
     python -m charger.ctl sessions 1           # completed sessions, as billed
@@ -78,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop", help="stop the running session")
     stop.add_argument("connector")
     stop.add_argument("--reason", default="Local", help="OCPP stop reason (default Local)")
+    disable = sub.add_parser("disable", help="take the connector out of service (stops its session)")
+    disable.add_argument("connector")
+    disable.add_argument("--reason", default="Other", help="OCPP stop reason for a running session (default Other)")
+    sub.add_parser("enable", help="put the connector back in service").add_argument("connector")
     fault = sub.add_parser("fault", help="inject (or --clear) a fault into the simulated hardware")
     fault.add_argument("connector")
     fault.add_argument("fault", choices=["rcd", "meter_offline", "lock_failure", "pilot_error_e", "diode_failure"])
@@ -173,6 +178,8 @@ _SHORTCUTS: dict[str, Any] = {
     "plug": lambda a: ("connector.plug", {"script": a.script}),
     "car": lambda a: ("connector.car", {"script": a.script}),
     "stop": lambda a: ("connector.stop", {"reason": a.reason}),
+    "disable": lambda a: ("connector.availability", {"available": False, "reason": a.reason}),
+    "enable": lambda a: ("connector.availability", {"available": True}),
     "fault": lambda a: ("connector.fault", {"fault": a.fault, "active": not a.clear}),
     "lease": lambda a: (
         "connector.lease",

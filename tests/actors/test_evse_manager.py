@@ -201,6 +201,24 @@ def test_token_first_then_plug_in(station: Station) -> None:
     assert s.billed(2, before)["stop_reason"] == "Local"
 
 
+def test_taken_out_of_service_while_charging_then_back(station: Station) -> None:
+    s = station
+    s.reset(2)
+    before = len(s.sessions(2))
+    charging_session(s, 2, TOKEN_2)
+    s.api("connector.availability", connector=2, available=False, reason="Other")
+    disabled = s.wait_state(2, "Disabled")
+    assert not disabled["relays_closed"]
+    bill = s.billed(2, before)  # the transaction ended at once, billed exactly
+    assert bill["stop_reason"] == "Other" and bill["token_id"] == TOKEN_2
+    verdict = s.api("rfid.present", token=TOKEN_2, connector=2)
+    assert (verdict["status"], verdict["detail"]) == ("NoConnector", "evse-2 is Disabled")
+    s.api("connector.availability", connector=2, available=True)
+    s.api("connector.unplug", connector=2)
+    s.wait_state(2, "Idle")
+    assert len(s.sessions(2)) == before + 1
+
+
 def test_unknown_card_is_refused(station: Station) -> None:
     s = station
     s.reset(1)
