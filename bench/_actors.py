@@ -23,6 +23,7 @@ from charger.behaviour import Behaviour, Pending, handles
 from charger.errors import CallTimeout, Unavailable
 from charger.interfaces import Command, Interface, Requirement
 from charger.messages import message
+from charger.pickle_allowlist import allow_pickled
 from charger.runtime import die_with_parent
 
 __all__ = [
@@ -214,6 +215,11 @@ class RawRecreateRun:
 
 
 _PID_QUESTION = "pid"
+
+
+# The bare-Thespian baseline pickles these dataclasses through the transport, whose unpickler takes
+# only an allowlist (charger.pickle_allowlist, DESIGN §8).
+allow_pickled(RawRun, RawSamples, RawRecreateRun)
 
 
 class RawEcho(Actor):  # type: ignore[misc]

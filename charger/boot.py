@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, metavar="S", help="run S seconds, then stop cleanly")
     p.add_argument("--state-dir", metavar="DIR", help="where journals live (default: the topology's, else ./state)")
     p.add_argument("--admin-port", type=int, metavar="PORT", help="Thespian admin port (default: the topology's)")
+    p.add_argument(
+        "--site-secret",
+        metavar="FILE",
+        help="the site's secret that authenticates every frame between actor processes (owner-only file, "
+        ">= 32 bytes; default: a random one per run, right for a single box)",
+    )
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--json-logs", action="store_true", help="log JSON lines on stderr (implies --no-view)")
     p.add_argument("--no-view", action="store_true", help="plain lines instead of the live view on a terminal")
@@ -101,8 +107,9 @@ def _run(topology: Topology, args: argparse.Namespace) -> int:
             admin_port,
             bind_address=topology.bind,
             log_config=logging_config(args.log_level, args.json_logs, filename=log_file),
+            site_secret=args.site_secret,
         )
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:  # a port in use, a refused secret file or bind address
         print(f"charger.boot: {exc}", file=sys.stderr)
         return 1
     if log_file:

@@ -8,6 +8,9 @@ from typing import Any
 
 from thespian.actors import ActorSystem
 
+from charger.bind_guard import ALL_INTERFACES
+from charger.site_secret import SiteSecret, SiteSecretSource, resolve_secret
+
 __all__ = ["DEFAULT_ADMIN_PORT", "DEFAULT_BASE", "start_system"]
 
 DEFAULT_BASE = "multiprocTCPBase"
@@ -21,12 +24,29 @@ def start_system(
     bind_address: str = "127.0.0.1",
     log_config: dict[str, Any] | None = None,
     capabilities: dict[str, Any] | None = None,
+    site_secret: SiteSecretSource = None,
 ) -> Any:
     """Start (never attach to) an actor system on `admin_port`.
 
     Raises `RuntimeError` when something already answers on that port: attaching would silently
     ignore our capabilities and run whatever code that stale admin imported.
+
+    On multiprocTCPBase every transport frame is authenticated with `site_secret` and unpickled
+    through an allowlist, and every socket binds to `bind_address` (charger.frame_auth,
+    charger.bind_guard). `site_secret` is a `SiteSecret`, its key bytes, or the path of a file
+    only its owner can read (`SecretFileError` otherwise). Without one, the process generates a
+    random secret once and uses it for every system it starts: right for a single box, whose
+    processes are all forked from this one, and it shuts every other process out. A site of
+    several boxes must give each the same secret file.
     """
+    if bind_address in ALL_INTERFACES:
+        raise ValueError(f"refusing to bind to all interfaces ({bind_address!r}); give the site's interface address")
+    if base == "multiprocUDPBase":
+        raise ValueError("multiprocUDPBase frames cannot be authenticated; use multiprocTCPBase")
+    if (capabilities or {}).get("Process Startup Method", "fork") != "fork":
+        raise ValueError("actors must be forked from the starter, which holds the transport patches")
+    if base == DEFAULT_BASE:  # the other bases (simple, queue) never listen on the network
+        _secure_transport(resolve_secret(site_secret))
     _prepare_process_titles()
     os.environ["THESPIAN_BASE_IPADDR"] = bind_address  # the caller's (topology's) choice beats an inherited one
     if base != "simpleSystemBase" and _port_in_use(bind_address, admin_port):
@@ -36,6 +56,15 @@ def start_system(
 
     share_heap_with_children()  # the admin daemon is forked here, and every actor below it
     return on_fresh_stack_chunk(lambda: ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True))
+
+
+def _secure_transport(secret: SiteSecret) -> None:
+    """Authenticated, allowlisted frames and a bound interface, for this process and all it forks."""
+    from charger import bind_guard, frame_auth
+
+    frame_auth.install(secret)
+    bind_guard.install()
+    logging.getLogger("charger.system").debug("transport frames authenticated (site secret: %s)", secret.origin)
 
 
 def _prepare_process_titles() -> None:

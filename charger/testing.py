@@ -19,6 +19,7 @@ from charger.kernel import KERNEL_ACTOR, kernel_config
 from charger.lifecycle import GetSystemStatus, Init, Shutdown, SystemStatus
 from charger.processes import kill_all, session_of, session_processes, wait_until_gone
 from charger.runtime import ActorProcess
+from charger.site_secret import SiteSecretSource
 from charger.supervisors.spec import ChildSpec
 from charger.system import logging_config, start_system
 
@@ -61,12 +62,17 @@ class RunningSystem:
 
 @contextlib.contextmanager
 def running_system(
-    root: ChildSpec, admin_port: int, state_dir: str, log_file: str | None = None
+    root: ChildSpec,
+    admin_port: int,
+    state_dir: str,
+    log_file: str | None = None,
+    *,
+    site_secret: SiteSecretSource = None,
 ) -> Iterator[RunningSystem]:
     """Start a system on `admin_port`, boot `root` under a kernel, and on exit stop it and
-    verify (then enforce) that none of its processes survive."""
+    verify (then enforce) that none of its processes survive. `site_secret` as for `start_system`."""
     log = logging_config("INFO", filename=log_file) if log_file else None
-    asys = start_system(admin_port, log_config=log)
+    asys = start_system(admin_port, log_config=log, site_secret=site_secret)
     system: RunningSystem | None = None
     try:
         kernel = asys.createActor(ActorProcess)

@@ -221,6 +221,27 @@ def test_port_in_use_is_reported_without_traceback(boot, tmp_path: Path) -> None
     assert b.survivors() == []
 
 
+def test_a_site_secret_file_that_others_can_read_is_refused_without_traceback(boot, tmp_path: Path) -> None:
+    secret = tmp_path / "site.key"
+    secret.write_bytes(os.urandom(32))
+    secret.chmod(0o644)
+    b = boot(str(DEMO), "--duration", "1", "--admin-port", str(free_port()), "--site-secret", str(secret))
+    assert b.finish() == 1
+    assert "chmod 600" in b.text() and "Traceback" not in b.text()
+    assert secret.read_bytes().hex() not in b.text()
+
+
+def test_a_private_site_secret_file_runs_the_site(boot, tmp_path: Path) -> None:
+    secret = tmp_path / "site.key"
+    secret.write_bytes(os.urandom(32))
+    secret.chmod(0o600)
+    args = ("--duration", "2", "--admin-port", str(free_port()), "--state-dir", str(tmp_path / "state"))
+    b = boot(str(DEMO), *args, "--site-secret", str(secret))
+    assert b.finish() == 0, b.text()
+    assert "stopped after" in b.text() and secret.read_bytes().hex() not in b.text()
+    assert b.survivors() == []
+
+
 def test_the_readme_commands_exist() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "python -m charger.boot topology/site.yaml" in readme and "make test" in readme
