@@ -371,23 +371,16 @@ def _key_file(directory: Path, mode: int) -> Path:
     return path
 
 
-def test_a_system_runs_on_a_secret_from_a_private_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import charger.testing
-
+def test_a_system_runs_on_a_secret_from_a_private_file(tmp_path: Path) -> None:
     previous = frame_auth.installed_secret()
     key_file = _key_file(tmp_path, 0o600)
-    monkeypatch.setattr(
-        charger.testing,
-        "start_system",
-        lambda port, **kw: start_system(port, site_secret=str(key_file), **kw),
-    )
     try:
         root = group(
             "root",
             worker("ticker", actor="Ticker"),
             worker("counter", actor="Counter", requires={"source": ("ticker",)}),
         )
-        with running_system(root, free_port(), str(tmp_path)) as system:
+        with running_system(root, free_port(), str(tmp_path), site_secret=str(key_file)) as system:
             assert system.client.call("counter", GetCount()).total >= 0
             installed = frame_auth.installed_secret()
             assert installed is not None and installed.origin == str(key_file)
