@@ -157,11 +157,10 @@ class ListUpdate:
     reason: str = ""
 
 
-class LocalAuthList:
-    """The list and its version; version 0 means no list was ever received (§5.9)."""
+class _EntriesByTag:
+    """Entries keyed by idTag, compared the way OCPP compares idTags (`id_key`)."""
 
-    def __init__(self, version: int = 0, entries: Iterable[AuthEntry] = ()) -> None:
-        self.version = version
+    def __init__(self, entries: Iterable[AuthEntry]) -> None:
         self._entries = {id_key(e.id_tag): e for e in entries}
 
     def __len__(self) -> int:
@@ -172,6 +171,14 @@ class LocalAuthList:
 
     def entries(self) -> list[AuthEntry]:
         return list(self._entries.values())
+
+
+class LocalAuthList(_EntriesByTag):
+    """The list and its version; version 0 means no list was ever received (§5.9)."""
+
+    def __init__(self, version: int = 0, entries: Iterable[AuthEntry] = ()) -> None:
+        super().__init__(entries)
+        self.version = version
 
     def plan(
         self,
@@ -269,23 +276,14 @@ class CacheChange:
     clear: bool = False
 
 
-class AuthorizationCache:
+class AuthorizationCache(_EntriesByTag):
     """Every idTagInfo the CSMS returned, bounded by `capacity` entries."""
 
     def __init__(self, capacity: int, entries: Iterable[AuthEntry] = ()) -> None:
         if capacity < 1:
             raise ValueError("the cache holds at least one entry")
+        super().__init__(entries)
         self.capacity = capacity
-        self._entries = {id_key(e.id_tag): e for e in entries}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, id_tag: str) -> AuthEntry | None:
-        return self._entries.get(id_key(id_tag))
-
-    def entries(self) -> list[AuthEntry]:
-        return list(self._entries.values())
 
     def plan_remember(self, id_tag: str, info: IdTagInfo, now: datetime) -> CacheChange:
         """Store `info` for `id_tag`. When full, every entry that is not valid goes first, then the
