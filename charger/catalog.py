@@ -36,6 +36,7 @@ BUILTIN_ACTOR_TYPES: dict[str, str] = {
     "LoadShare": "charger.actors.load_share:LoadShare",
     "SilRig": "charger.actors.sil_rig:SilRig",
     "CardReaderSim": "charger.actors.card_reader_sim:CardReaderSim",
+    "EnergyManager": "charger.actors.energy_manager:EnergyManager",
 }
 
 

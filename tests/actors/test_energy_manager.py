@@ -1,0 +1,139 @@
+"""EnergyManager end to end: two SIL connectors under a 20 A feeder, planned by the optimiser, with
+the leases reaching the real EVSE managers; the plan says why each got what it got."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from charger.actors.charging import AuthorizeSession, ConnectorStatus, GetConnectorStatus, PlugCar, UnplugCar
+from charger.actors.energy_manager import EnergyPlan, GetEnergyPlan
+
+from charger.testing import RunningSystem, free_port, running_system
+from charger.topology import load_topology
+
+CHARGE = "iec_wait_pwr_ready;draw_power_regulated 32,3"
+FEEDER_A = 20
+
+TOPOLOGY = """
+site: energy
+system: {{admin_port: {admin}, bind: 127.0.0.1}}
+actors:
+  rig:
+    type: SilRig
+    config:
+      connectors:
+        - {{board_link: board-1.pty, modbus_port: {modbus1}}}
+        - {{board_link: board-2.pty, modbus_port: {modbus2}}}
+  board-1: {{type: BoardDriver, config: {{port: board-1.pty}}}}
+  meter-1: {{type: PowerMeter, config: {{transport: tcp, port: {modbus1}, poll_s: 0.5}}}}
+  evse-1:
+    type: EvseManager
+    config: {{connector_id: 1, failsafe_current_a: 6}}
+    connections: {{board: [board-1], meter: [meter-1]}}
+  board-2: {{type: BoardDriver, config: {{port: board-2.pty}}}}
+  meter-2: {{type: PowerMeter, config: {{transport: tcp, port: {modbus2}, poll_s: 0.5}}}}
+  evse-2:
+    type: EvseManager
+    config: {{connector_id: 2, failsafe_current_a: 6}}
+    connections: {{board: [board-2], meter: [meter-2]}}
+  energy:
+    type: EnergyManager
+    config:
+      nodes:
+        - {{name: grid, current_limit_a: 63}}
+        - {{name: feeder, parent: grid, current_limit_a: {feeder}}}
+      evses:
+        evse-1: {{node: feeder}}
+        evse-2: {{node: feeder}}
+      horizon_slots: 8
+      period_s: 2
+      prices: [0.30, 0.25]
+      variant: {variant}
+    connections: {{evse: [evse-1, evse-2]}}
+supervision:
+  name: root
+  intensity: 10
+  period: 10
+  children:
+    - rig
+    - {{supervisor: connector-1, own_process: false, children: [board-1, meter-1, evse-1]}}
+    - {{supervisor: connector-2, own_process: false, children: [board-2, meter-2, evse-2]}}
+    - energy
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    state = tmp_path_factory.mktemp("energy")
+    path = state / "site.yaml"
+    text = TOPOLOGY.format(admin=free_port(), modbus1=free_port(), modbus2=free_port(), feeder=FEEDER_A, variant="qp")
+    path.write_text(textwrap.dedent(text))
+    topology = load_topology(path)
+    with running_system(topology.root, free_port(), str(state), log_file=str(state / "system.log")) as system:
+        for evse in ("evse-1", "evse-2"):
+            wait(lambda e=evse: (s := status(system, e)).state == "Idle" and s.power_w is not None)
+        yield system
+
+
+def status(system: RunningSystem, evse: str) -> ConnectorStatus:
+    answer = system.client.call(evse, GetConnectorStatus())
+    assert isinstance(answer, ConnectorStatus)
+    return answer
+
+
+def plan(system: RunningSystem) -> EnergyPlan:
+    answer = system.client.call("energy", GetEnergyPlan())
+    assert isinstance(answer, EnergyPlan)
+    return answer
+
+
+def wait(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+    return result
+
+
+def start_charging(system: RunningSystem, number: int) -> None:
+    system.client.call(f"evse-{number}", AuthorizeSession(token_id=f"CAR{number}"))
+    system.client.call("rig", PlugCar(script=CHARGE, connector=number))
+    wait(lambda: status(system, f"evse-{number}").relays_closed)
+
+
+def test_without_cars_nobody_is_given_current(site: RunningSystem) -> None:
+    allocations = wait(lambda: (p := plan(site)).allocations and p.allocations)
+    assert {(a.evse, a.amps, a.reason) for a in allocations} == {
+        ("evse-1", 0.0, "no_session"),
+        ("evse-2", 0.0, "no_session"),
+    }
+
+
+def test_one_car_gets_the_feeder_then_two_share_it(site: RunningSystem) -> None:
+    start_charging(site, 1)
+    alone = wait(lambda: (s := status(site, "evse-1")).current_limit_a >= FEEDER_A - 0.1 and s)
+    assert alone.current_limit_a <= FEEDER_A
+    assert alone.state == "Charging"
+    one = {a.evse: a for a in plan(site).allocations}
+    assert FEEDER_A - 0.1 <= one["evse-1"].amps <= FEEDER_A
+    assert (one["evse-1"].reason, one["evse-1"].node) == ("fuse", "feeder")
+
+    start_charging(site, 2)
+
+    def shared() -> dict[str, float] | None:
+        limits = {e: status(site, e).current_limit_a for e in ("evse-1", "evse-2")}
+        return limits if limits["evse-1"] > 0 and limits["evse-2"] > 0 and sum(limits.values()) <= FEEDER_A else None
+
+    limits = wait(shared)
+    assert all(amps >= 6 for amps in limits.values())  # both charge, at least the PWM minimum each
+    decided = plan(site)
+    assert sum(a.amps for a in decided.allocations) <= FEEDER_A
+    assert decided.planner == "CLARABEL" and decided.fallback_reason is None
+
+    for number in (1, 2):
+        site.client.call("rig", UnplugCar(connector=number))
+    wait(lambda: all(a.amps == 0 for a in plan(site).allocations))
