@@ -16,6 +16,7 @@ __all__ = [
     "AUTH",
     "BOARD",
     "CARD_READER_SIM",
+    "ENERGY_MANAGER",
     "EVSE_MANAGER",
     "POWERMETER",
     "SIL_RIG",
@@ -26,7 +27,10 @@ __all__ = [
     "ChargingSessionEvent",
     "ConnectorStatus",
     "DescribeRig",
+    "EnergyPlan",
+    "EvseAllocation",
     "GetConnectorStatus",
+    "GetEnergyPlan",
     "GetRigState",
     "GetSessionHistory",
     "GrantLimitLease",
@@ -419,4 +423,44 @@ SIL_RIG = Interface(
 
 CARD_READER_SIM = Interface(
     name="card_reader_sim", description="A simulated RFID reader.", commands=(Command(PresentCard, Ack),)
+)
+
+
+# --- energy manager: the site-wide plan behind the leases ------------------------------------
+
+
+@message
+class GetEnergyPlan:
+    """Answered with an `EnergyPlan`."""
+
+
+@message
+class EvseAllocation:
+    """What one EVSE is given now, and why."""
+
+    evse: str
+    amps: float
+    reason: str
+    """``Reason`` value of `charger.protocols.energy_schedule`: fuse, own_max, price, no_session..."""
+    detail: str
+    node: str | None
+
+
+@message
+class EnergyPlan:
+    """The last decision: its planner, how long it took, and each EVSE's allocation."""
+
+    planner: str
+    status: str
+    fallback_reason: str | None
+    solve_s: float
+    decided_at: float
+    allocations: list[EvseAllocation]
+
+
+ENERGY_MANAGER = Interface(
+    name="energy_manager",
+    description="Plans the site's charging currents under its fuses and sends them as leases.",
+    commands=(Command(GetEnergyPlan, EnergyPlan),),
+    vars=(EnergyPlan,),
 )

@@ -19,6 +19,7 @@ import websockets
 from charger.actors.charging import (
     AUTH,
     CARD_READER_SIM,
+    ENERGY_MANAGER,
     EVSE_MANAGER,
     SIL_RIG,
     CarCommand,
@@ -26,6 +27,7 @@ from charger.actors.charging import (
     ConnectorStatus,
     DescribeRig,
     GetConnectorStatus,
+    GetEnergyPlan,
     GetRigState,
     GetSessionHistory,
     GrantLimitLease,
@@ -94,6 +96,7 @@ class ControlApi(Behaviour):
         "evse": Requirement(interface=EVSE_MANAGER, min_connections=0, max_connections=64),
         "rig": Requirement(interface=SIL_RIG, min_connections=0, max_connections=64),
         "auth": Requirement(interface=AUTH, min_connections=0, max_connections=1),
+        "energy": Requirement(interface=ENERGY_MANAGER, min_connections=0, max_connections=1),
         "card_reader": Requirement(interface=CARD_READER_SIM, min_connections=0, max_connections=1),
     }
     config_schema: ClassVar = {
@@ -276,6 +279,16 @@ def _as_dict(msg: Any) -> dict[str, Any]:
 def _ok(api: ControlApi, target: str, msg: Any) -> Generator[Pending, Any, dict[str, bool]]:
     yield api.call(target, msg, timeout=5.0)
     return {"ok": True}
+
+
+@rpc("energy.plan")
+def energy_plan(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, Any]]:
+    """The energy manager's last decision, with why each EVSE got what it got."""
+    managers = api.connections.get("energy", [])
+    if not managers:
+        raise RpcError(jsonrpc.INVALID_PARAMS, "no energy manager is wired to the control API")
+    plan = yield api.call(managers[0], GetEnergyPlan(), timeout=5.0)
+    return {**_as_dict(plan), "allocations": [_as_dict(a) for a in plan.allocations]}
 
 
 @rpc("connectors.status")

@@ -22,10 +22,14 @@ import time
 from typing import Any, ClassVar
 
 from charger.actors.charging import (
+    ENERGY_MANAGER,
     EVSE_MANAGER,
     ChargingSessionEvent,
     ConnectorStatus,
+    EnergyPlan,
+    EvseAllocation,
     GetConnectorStatus,
+    GetEnergyPlan,
     GrantLimitLease,
 )
 from charger.protocols.energy_inputs import EnergyInputs, Session
@@ -34,51 +38,14 @@ from charger.protocols.energy_schedule import Schedule
 from charger.protocols.limit_tree import Evse, LimitNode, LimitTree
 
 from charger.behaviour import Behaviour, handles
-from charger.interfaces import Command, Interface, Requirement
-from charger.messages import message
+from charger.interfaces import Requirement
 
-__all__ = ["ENERGY_MANAGER", "EnergyManager", "EnergyPlan", "EvseAllocation", "GetEnergyPlan"]
+__all__ = ["EnergyManager"]
 
 _CAR_IN = frozenset({"SessionStarted"})
 _CAR_GONE = frozenset({"SessionFinished"})
 _CAR_PILOTS = frozenset({"B", "C", "D"})  # a vehicle on the cable (IEC 61851-1)
 
-
-@message
-class GetEnergyPlan:
-    """Answered with an `EnergyPlan`."""
-
-
-@message
-class EvseAllocation:
-    """What one EVSE is given now, and why."""
-
-    evse: str
-    amps: float
-    reason: str
-    """``Reason`` value of `charger.protocols.energy_schedule`: fuse, own_max, price, no_session..."""
-    detail: str
-    node: str | None
-
-
-@message
-class EnergyPlan:
-    """The last decision: its planner, how long it took, and each EVSE's allocation."""
-
-    planner: str
-    status: str
-    fallback_reason: str | None
-    solve_s: float
-    decided_at: float
-    allocations: list[EvseAllocation]
-
-
-ENERGY_MANAGER = Interface(
-    name="energy_manager",
-    description="Plans the site's charging currents under its fuses and sends them as leases.",
-    commands=(Command(GetEnergyPlan, EnergyPlan),),
-    vars=(EnergyPlan,),
-)
 
 _LIMIT = {
     "oneOf": [

@@ -12,6 +12,7 @@
     python -m charger.ctl fault 1 rcd|meter_offline|lock_failure|pilot_error_e|diode_failure [--clear]
     python -m charger.ctl lease 1 --amps 10 --valid-for 60
     python -m charger.ctl sessions 1           # completed sessions, as billed
+    python -m charger.ctl plan                 # the energy manager's currents, and why each got its own
     python -m charger.ctl call METHOD [JSON]   # any method, params as a JSON object
 
 Exit codes: 0 ok, 1 the API answered with an error or could not be reached, 2 usage error.
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="actors, restarts and recent events")
     sub.add_parser("connectors", help="every connector at a glance")
+    sub.add_parser("plan", help="the energy manager's plan: current per EVSE and why")
     sub.add_parser("events", help="stream events until interrupted")
     for name, text in (
         ("unplug", "pull the simulated car's plug"),
@@ -130,6 +132,8 @@ def _run(ws: ClientConnection, args: argparse.Namespace, params: dict[str, Any])
     elif args.command == "connectors":
         for connector in request(ws, "connectors.status", {}):
             print(_connector_line(connector))
+    elif args.command == "plan":
+        print("\n".join(_plan_lines(request(ws, "energy.plan", {}))))
     elif args.command == "events":
         request(ws, "events.subscribe", {})
         for frame in ws:
@@ -140,6 +144,14 @@ def _run(ws: ClientConnection, args: argparse.Namespace, params: dict[str, Any])
         method, call_params = (args.method, params) if args.command == "call" else _shortcut(args)
         print(json.dumps(request(ws, method, call_params), indent=2))
     return 0
+
+
+def _plan_lines(plan: dict[str, Any]) -> list[str]:
+    how = f"{plan['planner'] or '-'} ({plan['status']}), decided in {plan['solve_s'] * 1000:.0f} ms"
+    if plan["fallback_reason"]:
+        how += f"; greedy share because {plan['fallback_reason']}"
+    rows = [f"  {a['evse']:<12} {a['amps']:5.1f} A  {a['reason']:<18} {a['detail']}" for a in plan["allocations"]]
+    return [how, *rows]
 
 
 def _print_status(status: dict[str, Any]) -> None:

@@ -6,12 +6,22 @@ from __future__ import annotations
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from charger.actors.charging import AuthorizeSession, ConnectorStatus, GetConnectorStatus, PlugCar, UnplugCar
-from charger.actors.energy_manager import EnergyPlan, GetEnergyPlan
+from charger.actors.charging import (
+    AuthorizeSession,
+    ConnectorStatus,
+    EnergyPlan,
+    GetConnectorStatus,
+    GetEnergyPlan,
+    PlugCar,
+    UnplugCar,
+)
+from websockets.sync.client import connect
 
+from charger.ctl import _plan_lines, request
 from charger.testing import RunningSystem, free_port, running_system
 from charger.topology import load_topology
 
@@ -54,6 +64,10 @@ actors:
       prices: [0.30, 0.25]
       variant: {variant}
     connections: {{evse: [evse-1, evse-2]}}
+  api:
+    type: ControlApi
+    config: {{port: 0, port_file: api.port}}
+    connections: {{evse: [evse-1, evse-2], energy: [energy]}}
 supervision:
   name: root
   intensity: 10
@@ -63,12 +77,17 @@ supervision:
     - {{supervisor: connector-1, own_process: false, children: [board-1, meter-1, evse-1]}}
     - {{supervisor: connector-2, own_process: false, children: [board-2, meter-2, evse-2]}}
     - energy
+    - api
 """
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
-    state = tmp_path_factory.mktemp("energy")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("energy")
+
+
+@pytest.fixture(scope="module")
+def site(state: Path) -> Iterator[RunningSystem]:
     path = state / "site.yaml"
     text = TOPOLOGY.format(admin=free_port(), modbus1=free_port(), modbus2=free_port(), feeder=FEEDER_A, variant="qp")
     path.write_text(textwrap.dedent(text))
@@ -137,3 +156,13 @@ def test_one_car_gets_the_feeder_then_two_share_it(site: RunningSystem) -> None:
     for number in (1, 2):
         site.client.call("rig", UnplugCar(connector=number))
     wait(lambda: all(a.amps == 0 for a in plan(site).allocations))
+
+
+def test_the_plan_through_the_control_api_and_ctl(site: RunningSystem, state: Path) -> None:
+    port = wait(lambda: (state / "api.port").exists() and (state / "api.port").read_text())
+    with connect(f"ws://127.0.0.1:{port}") as ws:
+        plan_now = request(ws, "energy.plan", {})
+    assert [a["evse"] for a in plan_now["allocations"]] == ["evse-1", "evse-2"]
+    lines = _plan_lines(plan_now)
+    assert lines[0].startswith("CLARABEL (optimal), decided in ")
+    assert any(line.split()[:3] == ["evse-1", "0.0", "A"] and "no car plugged in now" in line for line in lines[1:])
