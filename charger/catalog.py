@@ -37,6 +37,8 @@ BUILTIN_ACTOR_TYPES: dict[str, str] = {
     "SilRig": "charger.actors.sil_rig:SilRig",
     "CardReaderSim": "charger.actors.card_reader_sim:CardReaderSim",
     "EnergyManager": "charger.actors.energy_manager:EnergyManager",
+    "BackendLink": "charger.actors.backend_link:BackendLink",
+    "CsmsSim": "charger.actors.csms_sim:CsmsSim",
 }
 
 

@@ -1,0 +1,110 @@
+"""OCPP-J 1.6 frame classification, the 1.6J error spellings, CALLERROR frames and log redaction."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from charger.protocols.ocpp_frames import (
+    ACTIONS_16,
+    ErrorCode,
+    IncomingAnswer,
+    IncomingCall,
+    MustRefuse,
+    Unanswerable,
+    call_error_text,
+    classify,
+    redact,
+    wire_error_code,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ('[2,"a1","Reset",{"type":"Soft"}]', IncomingCall("a1", "Reset", {"type": "Soft"})),
+        ('[2,"a1","Anything",{}]', IncomingCall("a1", "Anything", {})),
+        ('[2,"a1","Reset"]', MustRefuse("a1", ErrorCode.FORMATION_VIOLATION, "a CALL has 4 elements, not 3")),
+        ('[2,"a1",5,{}]', MustRefuse("a1", ErrorCode.FORMATION_VIOLATION, "the action is not a non-empty string")),
+        ('[2,"a1","",{}]', MustRefuse("a1", ErrorCode.FORMATION_VIOLATION, "the action is not a non-empty string")),
+        ('[2,"a1","Reset",[]]', MustRefuse("a1", ErrorCode.FORMATION_VIOLATION, "the payload is not a JSON object")),
+        (
+            '[2,"","Reset",{}]',
+            MustRefuse("", ErrorCode.FORMATION_VIOLATION, "the unique id must be 1 to 36 characters long"),
+        ),
+        ("not json", Unanswerable("not JSON")),
+        ("{}", Unanswerable("not an OCPP-J array with a message type and a unique id")),
+        ("[2]", Unanswerable("not an OCPP-J array with a message type and a unique id")),
+        ('[2,17,"Reset",{}]', Unanswerable("the unique id is not a string")),
+        ('[3,"a1",[]]', Unanswerable("a malformed CALLRESULT or CALLERROR")),
+        ('[4,"a1","InternalError","x"]', Unanswerable("a malformed CALLRESULT or CALLERROR")),
+        (b'[2,"a1","Reset",{}]', Unanswerable("a binary WebSocket frame (OCPP-J uses text frames)")),
+    ],
+)
+def test_classify(frame: str | bytes, expected: object) -> None:
+    assert classify(frame) == expected
+
+
+def test_answers_are_passed_on_and_an_unknown_message_type_is_refused() -> None:
+    result = classify('[3,"a1",{"status":"Accepted"}]')
+    assert isinstance(result, IncomingAnswer) and result.message_type == 3 and result.unique_id == "a1"
+    error = classify('[4,"a1","NotSupported","no",{}]')
+    assert isinstance(error, IncomingAnswer) and error.message_type == 4
+    assert isinstance(classify('[5,"a1","Reset",{}]'), MustRefuse)
+    assert isinstance(classify('[true,"a1","Reset",{}]'), MustRefuse)  # a boolean is no message type
+    long_id = "x" * 37
+    refused = classify(json.dumps([2, long_id, "Heartbeat", {}]))
+    assert isinstance(refused, MustRefuse) and refused.unique_id == long_id  # echoed, so it can be matched
+
+
+@given(st.text(max_size=200))
+def test_any_text_is_classified_without_raising(text: str) -> None:
+    assert isinstance(classify(text), IncomingCall | IncomingAnswer | MustRefuse | Unanswerable)
+
+
+@given(
+    st.lists(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.text(max_size=10)
+        | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+        max_size=6,
+    )
+)
+def test_any_json_array_is_classified_and_only_string_ids_get_answers(message: list[object]) -> None:
+    result = classify(json.dumps(message))
+    if isinstance(result, MustRefuse | IncomingCall | IncomingAnswer):
+        assert isinstance(message[1], str) and result.unique_id == message[1]
+    if isinstance(result, IncomingCall):
+        assert message[0] == 2 and len(message) == 4 and message[2] and isinstance(message[3], dict)
+
+
+def test_library_codes_get_the_16j_spellings() -> None:
+    assert wire_error_code("FormatViolation") is ErrorCode.FORMATION_VIOLATION
+    assert wire_error_code("OccurrenceConstraintViolation") is ErrorCode.OCCURENCE_CONSTRAINT_VIOLATION
+    assert wire_error_code("TypeConstraintViolation") is ErrorCode.TYPE_CONSTRAINT_VIOLATION
+    assert wire_error_code("RpcFrameworkError") is ErrorCode.GENERIC_ERROR  # 2.0.1 only
+
+
+@given(st.text(max_size=40), st.text(max_size=400))
+def test_call_error_text_is_always_a_five_element_frame(unique_id: str, description: str) -> None:
+    frame = json.loads(call_error_text(unique_id, ErrorCode.PROTOCOL_ERROR, description, {"cause": description}))
+    assert frame[:3] == [4, unique_id, "ProtocolError"] and len(frame) == 5
+    assert len(frame[3]) <= 255 and isinstance(frame[4], dict)
+
+
+def test_the_action_list_is_every_16_action() -> None:
+    assert len(ACTIONS_16) == 39 and {"Reset", "SignedUpdateFirmware", "StopTransaction"} <= ACTIONS_16
+
+
+@pytest.mark.parametrize("key", ["AuthorizationKey", "authorizationkey", "AUTHORIZATIONKEY"])
+def test_redact_hides_the_authorization_key_however_it_is_spelt(key: str) -> None:
+    frame = json.dumps([2, "a1", "ChangeConfiguration", {"key": key, "value": "00112233445566778899aabbccddeeff"}])
+    shown = redact(frame)
+    assert "00112233445566778899aabbccddeeff" not in shown and "<hidden>" in shown
+    other = json.dumps([2, "a1", "ChangeConfiguration", {"key": "HeartbeatInterval", "value": "60"}])
+    assert redact(other) == other
+    assert "secret" not in redact('{"AuthorizationKey": "secret", broken')
