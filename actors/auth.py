@@ -12,13 +12,16 @@ the same path and end in a `TokenVerdict`. Token ids compare case-insensitively 
   After the timeout the token is dropped.
 - Free charging: a connector that starts waiting is authorized at once with ``free_token``, unless a
   held token claims it first.
+- Valid: with an OCPP backend link wired (``backend``), the link decides (`AuthorizeToken`: local list,
+  cache, the CSMS, the offline rules) and its status becomes the verdict; the ``allow`` list decides
+  only when the link cannot answer (down, restarting, or no answer within ``backend_timeout_s``).
 
 A failed `AuthorizeSession` or `StopCharging` (refused, connector down) becomes a "NoConnector" verdict,
 never a crash. Which connectors wait is learnt from the EVSE managers' `ConnectorStatus` and
 `ChargingSessionEvent` vars, and asked for once at start.
 
-Nothing is journaled: after a restart a held token is forgotten (the user presents the card again)
-and connector states are learnt afresh. Persisting an auth cache and local list is the OCPP work's.
+Nothing is journaled here: after a restart a held token is forgotten (the user presents the card
+again) and connector states are learnt afresh. The auth cache and local list live in the backend link.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from charger.actors.charging import (
     TokenRead,
     TokenVerdict,
 )
+from charger.actors.ocpp_messages import BACKEND_LINK, AuthorizeToken
 from charger.protocols.evse_events import TRANSACTION_STATES
 
 from charger.behaviour import Behaviour, Pending, Timer, handles
@@ -72,6 +76,12 @@ class Auth(Behaviour):
     requires = {
         "evse": Requirement(interface=EVSE_MANAGER, min_connections=1, max_connections=64),
         "reader": Requirement(interface=TOKEN_READER, min_connections=0, max_connections=8),
+        "backend": Requirement(
+            interface=BACKEND_LINK,
+            min_connections=0,
+            max_connections=1,
+            description="Optional: the OCPP backend link decides tokens; the allow list only when it cannot.",
+        ),
     }
     config_schema: ClassVar = {
         "type": "object",
@@ -85,6 +95,12 @@ class Auth(Behaviour):
             },
             "free_charging": {"type": "boolean", "default": False},
             "free_token": {"type": "string", "minLength": 1, "default": "FREE"},
+            "backend_timeout_s": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": 35,
+                "description": "How long to wait for the backend link's answer (it may ask the CSMS).",
+            },
             "connection_timeout_s": {
                 "type": "number",
                 "exclusiveMinimum": 0,
@@ -187,9 +203,9 @@ class Auth(Behaviour):
         running = self._running_with(token, connector)
         if running is not None:
             return (yield from self._stop(running, token))
-        if token.casefold() not in self.allowed:
-            self.log.info("token %s from %s is not on the allow list", token, source)
-            return TokenVerdict(status="Invalid", connector=None, detail=f"{token} is not on the allow list")
+        refused = yield from self._refusal(token, source)
+        if refused is not None:
+            return refused
         out_of_service = self._out_of_service(connector)
         if out_of_service is not None:
             return TokenVerdict(status="NoConnector", connector=connector, detail=out_of_service)
@@ -197,6 +213,28 @@ class Auth(Behaviour):
         if target is None:
             return self._hold(token, connector)
         return (yield from self._authorize(target, token))
+
+    def _refusal(self, token: str, source: str) -> Generator[Pending, Any, TokenVerdict | None]:
+        """None when `token` may charge. With a backend link wired, its OCPP rules decide (local list,
+        cache, the CSMS, the offline rules); the allow list decides only when the link cannot answer."""
+        for backend in self.connections.get("backend", [])[:1]:
+            try:
+                answer = yield self.call(
+                    backend, AuthorizeToken(id_tag=token), timeout=self.config["backend_timeout_s"]
+                )
+            except CallError as exc:
+                self.log.warning("%s could not authorize token %s (%s): the allow list decides", backend, token, exc)
+                break
+            if answer.status == "Accepted":
+                return None
+            self.log.info("token %s from %s: %s (decided by %s)", token, source, answer.status, answer.source)
+            return TokenVerdict(
+                status=answer.status, connector=None, detail=f"{token}: {answer.status} ({answer.source})"
+            )
+        if token.casefold() not in self.allowed:
+            self.log.info("token %s from %s is not on the allow list", token, source)
+            return TokenVerdict(status="Invalid", connector=None, detail=f"{token} is not on the allow list")
+        return None
 
     def _running_with(self, token: str, connector: str | None) -> str | None:
         """The connector (among the named one, or all) whose session this token runs."""

@@ -161,7 +161,9 @@ class TokenVerdict:
     """What happened to a presented token."""
 
     status: str
-    """"Accepted", "Invalid" (not on the allow list), "NoConnector" (nothing can take it now)."""
+    """"Accepted", "Invalid" (not on the allow list, or the CSMS says so), "NoConnector" (nothing can
+    take it now), or another OCPP AuthorizationStatus from the backend link: "Blocked", "Expired",
+    "ConcurrentTx"."""
     connector: str | None
     """The EVSE manager the token went to, or waits for (token first)."""
     detail: str = ""

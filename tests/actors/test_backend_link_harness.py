@@ -73,7 +73,7 @@ actors:
   auth:
     type: Auth
     config: {{allow: [{token1}, {token2}], connection_timeout_s: 30}}
-    connections: {{evse: [evse-1, evse-2]}}
+    connections: {{evse: [evse-1, evse-2]{auth_backend}}}
   api:
     type: ControlApi
     config: {{port: 0, port_file: api.port}}
@@ -288,22 +288,23 @@ def station(
     light: bool = False,
     evse_type: str = FAKE_EVSE,
     url_scheme: str = "ws",
+    auth_asks_backend: bool = False,
     **backend: Any,
 ) -> Iterator[Station]:
     """A station (the SIL one, or the `light` one with fake EVSE managers) whose backend link talks to a
     CSMS peer of kind `peer`; `backend` goes into `backend_config`."""
     port = free_port()
     config = backend_config(f"{url_scheme}://127.0.0.1:{port}", **backend)
-    system_cm = light_system(tmp_path, config, evse_type) if light else sil_system(tmp_path, config)
+    system_cm = light_system(tmp_path, config, evse_type) if light else sil_system(tmp_path, config, auth_asks_backend)
     with system_cm as (system, state, ws), csms_on(peer, port, tmp_path, options) as csms:
         yield Station(system, csms, state, ws)
 
 
 @contextlib.contextmanager
 def sil_system(
-    tmp_path: Path, backend: dict[str, Any]
+    tmp_path: Path, backend: dict[str, Any], auth_asks_backend: bool = False
 ) -> Iterator[tuple[RunningSystem, Path, ClientConnection | None]]:
-    """The real SIL station with a backend link configured by `backend`."""
+    """The real SIL station with a backend link configured by `backend` (and wired to `Auth`, if asked)."""
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
     path = tmp_path / "station.yaml"
@@ -315,6 +316,7 @@ def sil_system(
             token1=TOKEN_1,
             token2=TOKEN_2,
             backend=_config_yaml(backend),
+            auth_backend=", backend: [backend]" if auth_asks_backend else "",
         )
     )
     topology = load_topology(path)
