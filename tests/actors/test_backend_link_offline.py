@@ -251,6 +251,7 @@ def test_the_whole_process_tree_killed_mid_session_loses_nothing(tmp_path: Path)
             token1=TOKEN_1,
             token2=TOKEN_2,
             backend=json.dumps(config),
+            auth_backend="",
         )
     )
     state = tmp_path / "state"
