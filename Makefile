@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTHON ?= $(if $(wildcard $(VENV)/bin/python),$(CURDIR)/$(VENV)/bin/python,python3)
 
-.PHONY: install run check-topology test bench lint typecheck format
+.PHONY: install run check-topology peers test bench lint typecheck format
 
 install:
 	python3 -m venv $(VENV)
@@ -15,7 +15,12 @@ run:
 check-topology:
 	$(PYTHON) -m charger.boot topology/site.yaml --check
 
-test:
+# The independent OCPP CSMS (ocpp-rpc, from the npm registry) the backend-link tests also run against.
+peers:
+	@if [ ! -d tests/peers/ocpp-rpc/node_modules ] && command -v npm >/dev/null; then \
+		npm ci --prefix tests/peers/ocpp-rpc --no-audit --no-fund; fi
+
+test: peers
 	$(PYTHON) -m pytest -q
 
 bench:
