@@ -217,20 +217,21 @@ class Auth(Behaviour):
     def _refusal(self, token: str, source: str) -> Generator[Pending, Any, TokenVerdict | None]:
         """None when `token` may charge. With a backend link wired, its OCPP rules decide (local list,
         cache, the CSMS, the offline rules); the allow list decides only when the link cannot answer."""
-        for backend in self.connections.get("backend", [])[:1]:
+        backends = self.connections.get("backend", [])
+        if backends:
             try:
-                answer = yield self.call(
-                    backend, AuthorizeToken(id_tag=token), timeout=self.config["backend_timeout_s"]
-                )
+                ask = AuthorizeToken(id_tag=token)
+                answer = yield self.call(backends[0], ask, timeout=self.config["backend_timeout_s"])
             except CallError as exc:
-                self.log.warning("%s could not authorize token %s (%s): the allow list decides", backend, token, exc)
-                break
-            if answer.status == "Accepted":
-                return None
-            self.log.info("token %s from %s: %s (decided by %s)", token, source, answer.status, answer.source)
-            return TokenVerdict(
-                status=answer.status, connector=None, detail=f"{token}: {answer.status} ({answer.source})"
-            )
+                self.log.warning(
+                    "%s could not authorize token %s (%s): the allow list decides", backends[0], token, exc
+                )
+            else:
+                if answer.status == "Accepted":
+                    return None
+                self.log.info("token %s from %s: %s (decided by %s)", token, source, answer.status, answer.source)
+                detail = f"{token}: {answer.status} ({answer.source})"
+                return TokenVerdict(status=answer.status, connector=None, detail=detail)
         if token.casefold() not in self.allowed:
             self.log.info("token %s from %s is not on the allow list", token, source)
             return TokenVerdict(status="Invalid", connector=None, detail=f"{token} is not on the allow list")

@@ -42,8 +42,6 @@ from charger.interfaces import Requirement
 
 __all__ = ["EnergyManager"]
 
-_CAR_IN = frozenset({"SessionStarted"})
-_CAR_GONE = frozenset({"SessionFinished"})
 _CAR_PILOTS = frozenset({"B", "C", "D"})  # a vehicle on the cable (IEC 61851-1)
 
 
@@ -154,10 +152,8 @@ class EnergyManager(Behaviour):
 
     @handles(ChargingSessionEvent)
     def on_session_event(self, event: ChargingSessionEvent) -> None:
-        if event.kind in _CAR_IN:
-            self._car(event.connector, True)
-        elif event.kind in _CAR_GONE:
-            self._car(event.connector, False)
+        if event.kind in ("SessionStarted", "SessionFinished"):
+            self._car(event.connector, event.kind == "SessionStarted")
 
     def _car(self, evse: str, present: bool) -> None:
         if present != (evse in self.cars):

@@ -20,9 +20,6 @@ from typing import Any
 from charger.actors.ocpp_messages import BackendLinkStatus, GetBackendLinkStatus
 from charger.sim.csms import (
     CALLRESULT,
-    CsmsBehaviour,
-    CsmsSecurity,
-    CsmsSimulator,
     Direction,
     Frame,
     answer_matcher,
@@ -33,7 +30,7 @@ from websockets.sync.client import ClientConnection, connect
 from charger.ctl import request
 from charger.testing import RunningSystem, free_port, running_system
 from charger.topology import load_topology
-from tests.support.csms import CsmsPeer, NodeCsms, PeerOptions, SimCsms, require_node_peer
+from tests.support.csms import CsmsPeer, NodeCsms, PeerOptions, SimCsms, require_node_peer, simulator_for
 
 CP_ID = "CP1"
 FAKE_EVSE = "tests.support.fake_evse:FakeEvse"
@@ -250,23 +247,11 @@ def csms_on(kind: str, port: int, directory: Path, options: PeerOptions | None =
     answers, and cannot be bound again."""
     options = options or PeerOptions()
     if kind == "sim":
-        with (directory / "csms-sim.jsonl").open("a", encoding="utf-8") as sink:
-            simulator = CsmsSimulator(
-                port=port,
-                security=CsmsSecurity(
-                    basic_auth=options.basic_auth,
-                    tls_cert=options.tls_cert,
-                    tls_key=options.tls_key,
-                    client_ca=options.client_ca,
-                    client_organization=options.client_organization,
-                ),
-                behaviour=CsmsBehaviour(
-                    boot_status=options.boot_status, boot_interval=options.boot_interval, id_tags=options.id_tags
-                ),
-                record=sink,
-            )
-            with SimCsms(simulator) as sim:
-                yield sim
+        with (
+            (directory / "csms-sim.jsonl").open("a", encoding="utf-8") as sink,
+            SimCsms(simulator_for(options, port, sink)) as sim,
+        ):
+            yield sim
     elif kind == "ocpp-rpc":
         require_node_peer()
         node = NodeCsms(port, directory / "csms-ocpp-rpc.jsonl", options)

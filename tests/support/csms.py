@@ -24,7 +24,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TextIO, TypeVar
 
 import pytest
 from charger.sim.csms import (
@@ -334,27 +334,31 @@ def require_node_peer() -> None:
         pytest.skip(f"ocpp-rpc is not installed: run `npm ci --prefix {NODE_PEER_DIR}`")
 
 
+def simulator_for(options: PeerOptions, port: int, record: TextIO | None) -> CsmsSimulator:
+    """Our simulator, configured as `options` say, on `port`; frames go to `record` too."""
+    return CsmsSimulator(
+        port=port,
+        security=CsmsSecurity(
+            basic_auth=options.basic_auth,
+            tls_cert=options.tls_cert,
+            tls_key=options.tls_key,
+            client_ca=options.client_ca,
+            client_organization=options.client_organization,
+        ),
+        behaviour=CsmsBehaviour(
+            boot_status=options.boot_status, boot_interval=options.boot_interval, id_tags=options.id_tags
+        ),
+        record=record,
+    )
+
+
 @contextlib.contextmanager
 def sim_csms(options: PeerOptions | None = None, record: Path | None = None) -> Iterator[SimCsms]:
     """Our simulator on a free port, on a thread of this process."""
     options = options or PeerOptions()
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(record.open("a", encoding="utf-8")) if record is not None else None
-        simulator = CsmsSimulator(
-            port=free_port(),
-            security=CsmsSecurity(
-                basic_auth=options.basic_auth,
-                tls_cert=options.tls_cert,
-                tls_key=options.tls_key,
-                client_ca=options.client_ca,
-                client_organization=options.client_organization,
-            ),
-            behaviour=CsmsBehaviour(
-                boot_status=options.boot_status, boot_interval=options.boot_interval, id_tags=options.id_tags
-            ),
-            record=sink,
-        )
-        yield stack.enter_context(SimCsms(simulator))
+        yield stack.enter_context(SimCsms(simulator_for(options, free_port(), sink)))
 
 
 @contextlib.contextmanager
