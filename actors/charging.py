@@ -8,6 +8,8 @@ and hosts; durations are seconds.
 
 from __future__ import annotations
 
+from dataclasses import field
+
 from charger.interfaces import Command, ErrorDef, Interface, Severity
 from charger.lifecycle import Ack
 from charger.messages import message
@@ -41,6 +43,7 @@ __all__ = [
     "PresentCard",
     "PresentToken",
     "ReadMeterNow",
+    "ReleaseLimitLease",
     "ResumeCharging",
     "RigLayout",
     "RigState",
@@ -224,12 +227,27 @@ class SetAvailability:
 @message
 class GrantLimitLease:
     """A current or power limit until `valid_until` (Unix seconds). After that the connector falls back to
-    its failsafe current, never to unlimited. Exactly one of `amps` (per phase) and `watts` is set."""
+    its failsafe current, never to unlimited. Exactly one of `amps` (per phase) and `watts` is set.
+
+    Each `grantor` holds its own lease and the connector obeys the lowest. `fence` is the grantor's
+    incarnation (e.g. a counter kept across its restarts): a lease with a lower fence than one already
+    taken from the same grantor is Rejected, so a superseded instance can never drive the connector."""
 
     valid_until: float
     amps: float | None = None
     watts: float | None = None
     grantor: str = ""
+    fence: int = 0
+    released_when_lapsed: bool = False
+    """A temporary override: once it lapses the grantor no longer limits, instead of failsafe."""
+
+
+@message
+class ReleaseLimitLease:
+    """`grantor` stops limiting the connector (its lease is dropped, not lapsed to failsafe)."""
+
+    grantor: str = ""
+    fence: int = 0
 
 
 @message
@@ -252,6 +270,7 @@ class ConnectorStatus:
     current_limit_a: float
     """The current on offer now: min(lease or failsafe, hardware, cable)."""
     lease_until: float | None
+    """When the first lease lapses."""
     power_w: float | None
     energy_wh: float | None
     """Energy of the running (or last) session, from the meter register."""
@@ -263,6 +282,8 @@ class ConnectorStatus:
     sessions_completed: int
     energy_total_wh: float
     """Energy of every completed session since the journal began."""
+    leases: dict[str, float] = field(default_factory=dict)
+    """Per grantor, the current it grants now (its failsafe current once its lease lapsed)."""
 
 
 @message
@@ -317,6 +338,7 @@ EVSE_MANAGER = Interface(
         Command(StopCharging, Ack),
         Command(SetAvailability, Ack),
         Command(GrantLimitLease, Ack),
+        Command(ReleaseLimitLease, Ack),
         Command(GetConnectorStatus, ConnectorStatus),
         Command(GetSessionHistory, SessionHistory),
     ),

@@ -388,6 +388,7 @@ def connector_lease(api: ControlApi, params: dict[str, Any]) -> Generator[Pendin
         amps=params.get("amps"),
         watts=params.get("watts"),
         grantor="api",
+        released_when_lapsed=True,  # an override by hand: when it ends the other grantors decide again
     )
     return (yield from _ok(api, _evse(api, params), lease))
 

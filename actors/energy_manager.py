@@ -7,6 +7,10 @@ every `period_s`. When the solver fails or misses its time budget the greedy fai
 instead, and the reason is logged and published. No plan ever exceeds an ancestor's fuse, and a
 lease that is not renewed lapses to the EVSE's own failsafe current (DESIGN §7).
 
+Its leases carry a fence: a counter kept in its journal and raised at every start. An EVSE refuses
+leases from an older instance, so after a restart (or a leader change in a park) a superseded
+energy manager can no longer drive any EVSE (DESIGN §8).
+
 One lease at most is in flight to each EVSE: a slow EVSE never holds back the others, and Thespian
 never stalls this actor behind it (DESIGN §4). `GetEnergyPlan` answers with the last decision and,
 per EVSE, why it got what it got.
@@ -39,6 +43,7 @@ from charger.protocols.limit_tree import Evse, LimitNode, LimitTree
 
 from charger.behaviour import Behaviour, handles
 from charger.interfaces import Requirement
+from charger.journal import Journal
 
 __all__ = ["EnergyManager"]
 
@@ -134,6 +139,10 @@ class EnergyManager(Behaviour):
             time_budget_s=cfg["time_budget_s"],
         )
         self.model = EnergyModel(self.tree, options)
+        journal = Journal(f"{self.state_dir}/{self.name}.energy.db")
+        self.fence = int(journal.get("fence", 0)) + 1
+        journal.put("fence", self.fence)  # durable before the first lease leaves
+        journal.close()
         self.cars: set[str] = set()
         self.plan: EnergyPlan | None = None
         self.deciding = False
@@ -190,7 +199,7 @@ class EnergyManager(Behaviour):
         now = time.time()
         valid_until = now + self.config["period_s"] * self.config["lease_periods"]
         for name, amps in schedule.lease_a().items():
-            self._send(name, GrantLimitLease(valid_until=valid_until, amps=amps, grantor=self.name))
+            self._send(name, GrantLimitLease(valid_until=valid_until, amps=amps, grantor=self.name, fence=self.fence))
         self.plan = EnergyPlan(
             planner=schedule.planner,
             status=schedule.status,

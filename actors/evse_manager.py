@@ -31,6 +31,7 @@ from charger.actors.charging import (
     PauseCharging,
     PowerMeterReading,
     ReadMeterNow,
+    ReleaseLimitLease,
     ResumeCharging,
     SessionCompleted,
     SessionHistory,
@@ -52,6 +53,7 @@ from charger.protocols.evse_events import (
     FaultCleared,
     FaultRaised,
     LimitLease,
+    LimitReleased,
     LockConnector,
     MeterValue,
     OpenRelays,
@@ -269,7 +271,22 @@ class EvseManager(Behaviour):
         per_watt = 1.0 / (self.config["nominal_voltage_v"] * self.config["phases"])
         amps = req.amps if req.amps is not None else (req.watts or 0.0) * per_watt
         try:
-            self._feed(LimitLease(amps=amps, valid_until=req.valid_until))
+            lease = LimitLease(
+                amps=amps,
+                valid_until=req.valid_until,
+                grantor=req.grantor,
+                fence=req.fence,
+                released_when_lapsed=req.released_when_lapsed,
+            )
+            self._feed(lease)
+        except ValueError as exc:  # including StaleLease: a superseded grantor instance
+            raise Rejected(str(exc)) from None
+        return Ack()
+
+    @handles(ReleaseLimitLease)
+    def on_release(self, req: ReleaseLimitLease) -> Ack:
+        try:
+            self._feed(LimitReleased(grantor=req.grantor, fence=req.fence))
         except ValueError as exc:
             raise Rejected(str(exc)) from None
         return Ack()
@@ -439,6 +456,7 @@ class EvseManager(Behaviour):
             last_event=self.last_event,
             sessions_completed=self.sessions_completed,
             energy_total_wh=self.energy_total_wh,
+            leases=m.granted_a(now),
         )
 
     def _publish_status(self, *, only_if_changed: bool) -> None:

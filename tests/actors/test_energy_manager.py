@@ -3,6 +3,8 @@ the leases reaching the real EVSE managers; the plan says why each got what it g
 
 from __future__ import annotations
 
+import os
+import signal
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -16,12 +18,15 @@ from charger.actors.charging import (
     EnergyPlan,
     GetConnectorStatus,
     GetEnergyPlan,
+    GrantLimitLease,
     PlugCar,
     UnplugCar,
 )
 from websockets.sync.client import connect
 
 from charger.ctl import _plan_lines, request
+from charger.errors import Rejected
+from charger.journal import Journal
 from charger.testing import RunningSystem, free_port, running_system
 from charger.topology import load_topology
 
@@ -166,3 +171,27 @@ def test_the_plan_through_the_control_api_and_ctl(site: RunningSystem, state: Pa
     lines = _plan_lines(plan_now)
     assert lines[0].startswith("CLARABEL (optimal), decided in ")
     assert any(line.split()[:3] == ["evse-1", "0.0", "A"] and "no car plugged in now" in line for line in lines[1:])
+
+
+def test_an_energy_manager_restart_fences_out_its_previous_instance(site: RunningSystem, state: Path) -> None:
+    """Every start raises the manager's fence: leases from the instance before are refused by the EVSE,
+    so two instances can never both drive it (DESIGN §8)."""
+    wait(lambda: "energy" in status(site, "evse-1").leases)
+    fence_before = _fence(state)
+    old_pid = site.pid_of("energy")
+    os.kill(old_pid, signal.SIGKILL)
+    wait(lambda: site.pid_of("energy") != old_pid)
+    wait(lambda: _fence(state) == fence_before + 1)
+    stale = GrantLimitLease(valid_until=time.time() + 60, amps=32.0, grantor="energy", fence=fence_before)
+    with pytest.raises(Rejected, match="superseded"):
+        site.client.call("evse-1", stale)
+    wait(lambda: plan(site).decided_at > time.time() - 1)  # the new instance decided and leased since
+    assert status(site, "evse-1").leases["energy"] == 0.0  # its grant (no car), not the stale 32 A
+
+
+def _fence(state: Path) -> int:
+    journal = Journal(state / "energy.energy.db")
+    try:
+        return int(journal.get("fence", 0))
+    finally:
+        journal.close()
