@@ -179,7 +179,8 @@ class TransactionReporting(LinkCore):
         if record is None:  # it began while this link was down: report it whole, late but exact
             self.log.info("%s ran while the backend link was down: reporting it now", done.session_id)
             self.transaction_started(connector, done.session_id, done.token_id, done.meter_start_wh, done.started_at)
-        payload = stop_transaction_payload(done.meter_stop_wh, done.stopped_at, done.stop_reason)
+        data = self.ledger.transaction_data(done.session_id)
+        payload = stop_transaction_payload(done.meter_stop_wh, done.stopped_at, done.stop_reason, data)
         self._enqueue_reported(done.session_id, STOP_TRANSACTION, payload)
         self.finishing.pop(done.session_id, None)
         self.tx_start_wh.pop(done.session_id, None)
