@@ -284,6 +284,9 @@ class ConnectorStatus:
     """Energy of every completed session since the journal began."""
     leases: dict[str, float] = field(default_factory=dict)
     """Per grantor, the current it grants now (its failsafe current once its lease lapsed)."""
+    meter_start_wh: float | None = None
+    """The running transaction's start register: what its bill will count from."""
+    transaction_started_at: float | None = None
 
 
 @message

@@ -457,6 +457,8 @@ class EvseManager(Behaviour):
             sessions_completed=self.sessions_completed,
             energy_total_wh=self.energy_total_wh,
             leases=m.granted_a(now),
+            meter_start_wh=None if self.transaction is None else self.transaction["meter_start_wh"],
+            transaction_started_at=None if self.transaction is None else self.transaction["started_at"],
         )
 
     def _publish_status(self, *, only_if_changed: bool) -> None:

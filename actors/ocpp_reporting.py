@@ -186,6 +186,20 @@ class TransactionReporting(LinkCore):
         self.tx_start_wh.pop(done.session_id, None)
         self.ledger.prune()
 
+    def _started_while_down(self, connector: int, status: ConnectorStatus) -> None:
+        """A transaction the link did not hear begin (it was restarting): its StartTransaction goes out now,
+        from the start register the EVSE manager bills from."""
+        assert status.session_id is not None
+        if status.transaction_started_at is None:
+            self.log.warning("%s began while the link was down; it is reported when it ends", status.session_id)
+            return
+        self.log.info("%s began while the link was down: reporting its start now", status.session_id)
+        if status.meter_start_wh is not None:
+            self.tx_start_wh[status.session_id] = status.meter_start_wh
+        self.transaction_started(
+            connector, status.session_id, status.token_id, status.meter_start_wh, status.transaction_started_at
+        )
+
     def reconcile(self) -> Generator[Pending, Any, list[ConnectorStatus]]:
         """Report what was billed while the link was down; returns the connectors' statuses."""
         first_run = self.ledger.meta("initialized") is None
@@ -209,7 +223,7 @@ class TransactionReporting(LinkCore):
                 for done in history.sessions:
                     self.transaction_completed(connector, done)
             if status.state in RUNNING_STATES and status.session_id and self.ledger.get(status.session_id) is None:
-                self.log.warning("%s began while the link was down; it is reported when it ends", status.session_id)
+                self._started_while_down(connector, status)
         if first_run and complete:
             self.ledger.set_meta("initialized", True)
         return statuses

@@ -79,6 +79,8 @@ class FakeEvse(Behaviour):
         self.refuse = False
         self.entries: list[list[str]] = []
         self.last_event: str | None = None
+        self.meter_start_wh: float | None = None
+        self.transaction_started_at: float | None = None
 
     def _event(self, kind: str, **extra: Any) -> None:
         self.last_event = kind
@@ -112,6 +114,8 @@ class FakeEvse(Behaviour):
             last_event=self.last_event,
             sessions_completed=0,
             energy_total_wh=0.0,
+            meter_start_wh=self.meter_start_wh,
+            transaction_started_at=self.transaction_started_at,
         )
 
     @handles(FakePlugIn)
