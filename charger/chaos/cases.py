@@ -41,6 +41,8 @@ class CaseResult:
     billing: list[str] = field(default_factory=list)
     continuity: list[str] = field(default_factory=list)
     cleanliness: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds each step of the case took (drive, recover, finish, billing, cleanliness)."""
     descriptors: tuple[int, int] = (0, 0)
     """Change of the system's open descriptors and sockets over the case (information: they grow once
     as connections between actors warm up; what counts as a leak is in `cleanliness`)."""
@@ -163,7 +165,16 @@ def run_case(st: Station, target: Target, phase: Phase, *, recovery_timeout: flo
     since_wall = time.time()
     register_start = st.rig()["meter_energy_wh"]
     fds_before = fd_counts(st.system_processes())
+    mark = time.monotonic()
+
+    def step(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        result.timings[name] = round(now - mark, 3)
+        mark = now
+
     before = _drive(st, phase, window)
+    step("drive")
 
     old_pid, killed_at = _kill(st, target, actor)
     try:
@@ -182,13 +193,17 @@ def run_case(st: Station, target: Target, phase: Phase, *, recovery_timeout: flo
             f"session {before['session_id']} did not survive: connector {status.get('state', 'not answering')}, "
             f"session {status.get('session_id')}"
         )
+    step("recover")
     _finish(st, phase, window, continued)
     st.relay.set_online(True)
+    step("finish")
     _check_billing(st, result, since_wall=since_wall, register_start=register_start, phase=phase, continued=continued)
+    step("billing")
     window.end = time.monotonic()
     result.safety = safety_violations(st.relay_record(), window)
     result.outcome = _outcome(st, before, continued, result)
     result.cleanliness = _cleanliness(st)
+    step("cleanliness")
     fds_after = fd_counts(st.system_processes())
     result.descriptors = (fds_after[0] - fds_before[0], fds_after[1] - fds_before[1])
     return result

@@ -46,21 +46,29 @@ def safety_violations(record: list[dict[str, Any]], window: SafetyWindow) -> lis
     """Relays closed outside the allowed states, or not opened within the standard's time."""
     out: list[str] = []
     rows = [r for r in record if r["t"] >= window.start and (window.end is None or r["t"] <= window.end)]
+    closed, pwm_off_since = False, None
     for r in rows:
         at = f"t+{r['t'] - window.start:.2f} s"
-        if not r["relays"]:
-            continue
-        if r["pilot"] not in PILOT_ON:
-            out.append(f"{at}: relays closed with the pilot in {r['pilot']}")
-        if r["pwm"] is None or not 0 < r["pwm"] < 1000:
-            out.append(f"{at}: relays closed without PWM ({r['pwm']})")
-        if r["watchdog"] or r["rcd"]:
-            out.append(f"{at}: relays closed with a latched board fault (watchdog {r['watchdog']}, rcd {r['rcd']})")
-        if window.authorized_at is None or r["t"] < window.authorized_at:
-            out.append(f"{at}: relays closed before the session was authorized")
+        pwm_on = r["pwm"] is not None and 0 < r["pwm"] < 1000
+        if r["relays"] and not closed:  # closing: every condition must hold at this moment
+            if not pwm_on:
+                out.append(f"{at}: relays closed without PWM ({r['pwm']})")
+            if window.authorized_at is None or r["t"] < window.authorized_at:
+                out.append(f"{at}: relays closed before the session was authorized")
+        if r["relays"]:
+            if r["pilot"] not in PILOT_ON:
+                out.append(f"{at}: relays closed with the pilot in {r['pilot']}")
+            if r["watchdog"] or r["rcd"]:
+                out.append(f"{at}: relays closed with a latched board fault (watchdog {r['watchdog']}, rcd {r['rcd']})")
+            # PWM stopped under load: the EV gets STOP_BUDGET_S to go to B before the relays must open
+            pwm_off_since = None if pwm_on else (pwm_off_since if pwm_off_since is not None else r["t"])
+            if pwm_off_since is not None and r["t"] - pwm_off_since > STOP_BUDGET_S + _SLACK_S:
+                out.append(f"{at}: relays closed {r['t'] - pwm_off_since:.2f} s after PWM stopped")
+        else:
+            pwm_off_since = None
+        closed = r["relays"]
     for asked in window.stop_requested_at:
-        closed = _closed_at(rows, asked)
-        if not closed:
+        if not _closed_at(rows, asked):
             continue
         opened = next((r["t"] for r in rows if r["t"] > asked and not r["relays"]), None)
         late = (opened if opened is not None else window.end or asked) - asked
