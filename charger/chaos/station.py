@@ -175,6 +175,7 @@ class Station:
         self.token = ""
         self.session = 0
         self._ws: ClientConnection | None = None
+        self._ws_scope = contextlib.ExitStack()  # websockets wants its connections used as context managers
 
     # --- life ---------------------------------------------------------------------------------------
     @property
@@ -263,7 +264,7 @@ class Station:
     def _drop_ws(self) -> None:
         if self._ws is not None:
             with contextlib.suppress(Exception):
-                self._ws.close()
+                self._ws_scope.close()
             self._ws = None
 
     def call(self, method: str, timeout: float = 10.0, **params: Any) -> Any:
@@ -274,7 +275,8 @@ class Station:
             try:
                 if self._ws is None:
                     port = (self.state_dir / "api.port").read_text().strip()
-                    self._ws = connect(f"ws://127.0.0.1:{port}", open_timeout=2.0, close_timeout=1.0)
+                    url = f"ws://127.0.0.1:{port}"
+                    self._ws = self._ws_scope.enter_context(connect(url, open_timeout=2.0, close_timeout=1.0))
                 return request(self._ws, method, params, timeout=max(0.5, min(5.0, deadline - time.monotonic())))
             except (OSError, WebSocketException, TimeoutError, ValueError) as exc:
                 self._drop_ws()
