@@ -8,13 +8,13 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from charger.chaos.invariants import SafetyWindow, billing, dangling_descriptors, fd_counts, safety_violations
 from charger.chaos.station import Station, StationError
 from charger.chaos.targets import Phase, Target
 
-__all__ = ["CAR_SCRIPT", "CaseResult", "run_case"]
+__all__ = ["CAR_SCRIPT", "CaseResult", "drive", "kill_target", "run_case", "to_idle", "wait_for"]
 
 CAR_SCRIPT = "iec_wait_pwr_ready;draw_power_regulated 32,3"
 """The car: waits for PWM, then draws 32 A on three phases for as long as it is plugged in."""
@@ -42,7 +42,12 @@ class CaseResult:
     continuity: list[str] = field(default_factory=list)
     cleanliness: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds each step of the case took (drive, recover, finish, billing, cleanliness)."""
+    """Seconds each step of the case took (room, drive, recover, finish, billing, cleanliness)."""
+    halted: str = ""
+    """Why the system halted during the case (its root supervisor gave up), "" if it did not."""
+    notes: list[str] = field(default_factory=list)
+    """What the run did around the case (waited for or renewed a restart budget) and restarts other
+    than the killed actor's the kernel counted during it (information, not a violation)."""
     descriptors: tuple[int, int] = (0, 0)
     """Change of the system's open descriptors and sockets over the case (information: they grow once
     as connections between actors warm up; what counts as a leak is in `cleanliness`)."""
@@ -55,6 +60,8 @@ class CaseResult:
     def ok(self) -> bool:
         if self.skipped:
             return True
+        if self.halted:
+            return False
         return self.recovered and not (self.safety or self.billing or self.continuity or self.cleanliness)
 
     def as_dict(self) -> dict[str, Any]:
@@ -65,7 +72,14 @@ class CaseResult:
         }
 
 
-def _wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
+class _Baseline(NamedTuple):
+    since_wall: float
+    register_start: float
+    fds_before: tuple[int, int]
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """Poll `check` every `interval` until it returns something true (returned), or StationError."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -73,7 +87,7 @@ def _wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
             return value
         if time.monotonic() > deadline:
             raise StationError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
 def _state_in(st: Station, states: frozenset[str], min_wh: float | None = None) -> Callable[[], Any]:
@@ -88,11 +102,11 @@ def _state_in(st: Station, states: frozenset[str], min_wh: float | None = None) 
     return check
 
 
-def _idle(st: Station, timeout: float = 30.0) -> None:
+def to_idle(st: Station, timeout: float = 30.0) -> None:
     """Connector 1 free, no car: where every case starts and ends."""
     if st.rig()["car_pilot"] != "A":
         st.call("connector.unplug", connector=st.layout.evse)
-    _wait("connector 1 to be idle", _state_in(st, _IDLE), timeout)
+    wait_for("connector 1 to be idle", _state_in(st, _IDLE), timeout)
 
 
 def _authorize(st: Station, window: SafetyWindow) -> None:
@@ -102,21 +116,21 @@ def _authorize(st: Station, window: SafetyWindow) -> None:
         raise StationError(f"token {st.layout.token} was not accepted: {verdict}")
 
 
-def _drive(st: Station, phase: Phase, window: SafetyWindow) -> dict[str, Any]:
+def drive(st: Station, phase: Phase, window: SafetyWindow) -> dict[str, Any]:
     """From idle to `phase`; returns the connector's status there."""
     evse = st.layout.evse
     if phase.name == "csms-offline":
         st.relay.set_online(False)
     st.call("connector.plug", connector=evse, script=CAR_SCRIPT)
-    waiting = _wait("the car to wait for authorization", _state_in(st, frozenset({"WaitingForAuthentication"})), 20)
+    waiting = wait_for("the car to wait for authorization", _state_in(st, frozenset({"WaitingForAuthentication"})), 20)
     if phase.name == "authorizing":
         return dict(waiting)
     _authorize(st, window)
-    charging = _wait("charging", _state_in(st, frozenset({"Charging"}), _ENERGY_BEFORE_KILL_WH), 30)
+    charging = wait_for("charging", _state_in(st, frozenset({"Charging"}), _ENERGY_BEFORE_KILL_WH), 30)
     if phase.name == "paused":
         window.stop_requested_at.append(time.monotonic())
         st.call("connector.pause", connector=evse)
-        return dict(_wait("pause", _state_in(st, phase.settled), 20))
+        return dict(wait_for("pause", _state_in(st, phase.settled), 20))
     if phase.name == "stopping":
         window.stop_requested_at.append(time.monotonic())
         st.call("connector.stop", connector=evse, reason="Local")  # the kill follows at once: mid-stop
@@ -124,7 +138,7 @@ def _drive(st: Station, phase: Phase, window: SafetyWindow) -> dict[str, Any]:
     return dict(charging)
 
 
-def _kill(st: Station, target: Target, actor: str) -> tuple[int, float]:
+def kill_target(st: Station, target: Target, actor: str) -> tuple[int, float]:
     """SIGKILL the target (the whole box: every process, then boot again); returns the PID killed (the
     kernel's for the whole box) and when."""
     pid = st.pid_of(actor)
@@ -134,6 +148,7 @@ def _kill(st: Station, target: Target, actor: str) -> tuple[int, float]:
         st.boot()
     else:
         os.kill(pid, signal.SIGKILL)
+        st.budgets.killed(actor)
     return pid, killed_at
 
 
@@ -159,8 +174,12 @@ def run_case(st: Station, target: Target, phase: Phase, *, recovery_timeout: flo
         result.skipped = "not in topology"
         return result
     result.killed = "every process" if target.whole_box else actor
+    mark = time.monotonic()
+    if note := st.make_room(actor):
+        result.notes.append(note)
+    result.timings["room"] = round(time.monotonic() - mark, 3)
     st.relay.set_online(True)
-    _idle(st)
+    to_idle(st)
     window = SafetyWindow(start=time.monotonic(), authorized_at=None)
     since_wall = time.time()
     register_start = st.rig()["meter_energy_wh"]
@@ -173,12 +192,47 @@ def run_case(st: Station, target: Target, phase: Phase, *, recovery_timeout: flo
         result.timings[name] = round(now - mark, 3)
         mark = now
 
-    before = _drive(st, phase, window)
+    before = drive(st, phase, window)
     step("drive")
-
-    old_pid, killed_at = _kill(st, target, actor)
+    baseline = _Baseline(since_wall, register_start, fds_before)
     try:
-        _wait(
+        _after_kill(
+            st,
+            target,
+            phase,
+            actor=actor,
+            before=before,
+            window=window,
+            baseline=baseline,
+            result=result,
+            step=step,
+            recovery_timeout=recovery_timeout,
+        )
+    except StationError:
+        if not (halted := st.halted()):
+            raise
+        result.halted, result.recovered, result.recovery_s = halted, False, None
+    return result
+
+
+def _after_kill(
+    st: Station,
+    target: Target,
+    phase: Phase,
+    *,
+    actor: str,
+    before: dict[str, Any],
+    window: SafetyWindow,
+    baseline: _Baseline,
+    result: CaseResult,
+    step: Callable[[str], None],
+    recovery_timeout: float,
+) -> None:
+    """Kill, wait for recovery, finish the session and check the invariants, into `result`."""
+    since_wall, register_start, fds_before = baseline
+    old_pid, killed_at = kill_target(st, target, actor)
+    try:
+        wait_for(
             "recovery",
             lambda: _served(st, target, actor, old_pid=old_pid, phase=phase, before=before),
             recovery_timeout,
@@ -186,6 +240,8 @@ def run_case(st: Station, target: Target, phase: Phase, *, recovery_timeout: flo
         result.recovered, result.recovery_s = True, time.monotonic() - killed_at
     except StationError:
         result.recovered = False
+    if also := st.budgets.observe(st.restart_count()):
+        result.notes.append("also restarted: " + ", ".join(f"{n} ({c}x)" for n, c in sorted(also.items())))
     status = st.connector() or {}
     continued = status.get("session_id") == before["session_id"] and status.get("state") in phase.settled
     if not continued and not target.safety_critical:
@@ -206,7 +262,6 @@ def run_case(st: Station, target: Target, phase: Phase, *, recovery_timeout: flo
     step("cleanliness")
     fds_after = fd_counts(st.system_processes())
     result.descriptors = (fds_after[0] - fds_before[0], fds_after[1] - fds_before[1])
-    return result
 
 
 def _finish(st: Station, phase: Phase, window: SafetyWindow, continued: bool) -> None:
@@ -215,18 +270,20 @@ def _finish(st: Station, phase: Phase, window: SafetyWindow, continued: bool) ->
     if phase.name == "authorizing":
         if st.rig()["car_pilot"] == "A":  # the car left with the box
             st.call("connector.plug", connector=evse, script=CAR_SCRIPT)
-            _wait("the car to wait for authorization", _state_in(st, frozenset({"WaitingForAuthentication"})), 20)
+            wait_for("the car to wait for authorization", _state_in(st, frozenset({"WaitingForAuthentication"})), 20)
         _authorize(st, window)
-        _wait("charging", _state_in(st, frozenset({"Charging"}), _ENERGY_AFTER_RECOVERY_WH), 30)
+        wait_for("charging", _state_in(st, frozenset({"Charging"}), _ENERGY_AFTER_RECOVERY_WH), 30)
     elif continued and phase.name == "paused":
         st.call("connector.resume", connector=evse)
-        _wait("charging again", _state_in(st, frozenset({"Charging"})), 20)
+        wait_for("charging again", _state_in(st, frozenset({"Charging"})), 20)
     if continued and phase.name in ("charging", "paused", "csms-offline"):
         energy = (st.connector() or {}).get("energy_wh") or 0.0
-        _wait("energy after recovery", _state_in(st, frozenset({"Charging"}), energy + _ENERGY_AFTER_RECOVERY_WH), 30)
+        wait_for(
+            "energy after recovery", _state_in(st, frozenset({"Charging"}), energy + _ENERGY_AFTER_RECOVERY_WH), 30
+        )
     if phase.name == "stopping":
-        _wait("the stop", _state_in(st, frozenset({"Finished", "Idle"})), 20)
-    _idle(st)
+        wait_for("the stop", _state_in(st, frozenset({"Finished", "Idle"})), 20)
+    to_idle(st)
 
 
 def _check_billing(
@@ -237,7 +294,7 @@ def _check_billing(
         return seen if seen.starts and len(seen.stops) >= len(seen.starts) else None
 
     try:
-        seen = _wait("the CSMS to receive the StopTransaction", settled, 30)
+        seen = wait_for("the CSMS to receive the StopTransaction", settled, 30)
     except StationError:
         seen = billing(st.frames(), st.layout.charge_point_id, 1, since_wall)
     register = round(st.rig()["meter_energy_wh"]) - round(register_start)

@@ -12,6 +12,8 @@ _HEADER = ("case", "recovered", "recovery", "session outcome", "energy err", "tx
 def _row(r: CaseResult) -> tuple[str, ...]:
     if r.skipped:
         return (r.case, "-", "-", r.skipped, "-", "-", "-", "skipped")
+    if r.halted:
+        return (r.case, "NO", "-", "the system halted", "-", "-", "-", "FAIL")
     recovery = "-" if r.recovery_s is None else f"{r.recovery_s * 1000:.0f} ms"
     energy = "-" if r.energy_error_wh is None else f"{r.energy_error_wh:g} Wh"
     safety = str(len(r.safety)) if r.safety else "0"
@@ -36,6 +38,9 @@ def table(results: list[CaseResult]) -> list[str]:
     for r in results:
         for kind in ("safety", "billing", "continuity", "cleanliness"):
             lines += [f"{r.case}: {kind}: {v}" for v in getattr(r, kind)]
-        if not r.skipped and not r.recovered:
+        if r.halted:
+            lines.append(f"{r.case}: the system halted: {r.halted}")
+        elif not r.skipped and not r.recovered:
             lines.append(f"{r.case}: not served again within the recovery timeout")
+        lines += [f"{r.case}: note: {n}" for n in r.notes]
     return lines

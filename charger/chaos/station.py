@@ -30,6 +30,7 @@ import yaml
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from charger.chaos.budget import Budgets
 from charger.chaos.proxy import CsmsRelay
 from charger.ctl import ApiError, request
 from charger.processes import TOKEN_VARIABLE, kill_all, session_processes, token_processes, wait_until_gone
@@ -101,8 +102,18 @@ def _quiet_rigs(actors: dict[str, Any], rig: str) -> None:
             cfg["port"] = ports[cfg["port"]]
 
 
-def prepare(topology: Path, out: Path, relay_port: int) -> tuple[dict[str, Any], Layout, int]:
-    """Write the run's copy of `topology` to `out`; return it, its layout and the CSMS simulator's port."""
+def _set_intensity(group: dict[str, Any], intensity: int, period: float) -> None:
+    group.update(intensity=intensity, period=period)
+    for entry in group.get("children", []):
+        if isinstance(entry, dict):
+            _set_intensity(entry, intensity, period)
+
+
+def prepare(
+    topology: Path, out: Path, relay_port: int, restart_intensity: tuple[int, float] | None = None
+) -> tuple[dict[str, Any], Layout, int]:
+    """Write the run's copy of `topology` to `out`; return it, its layout and the CSMS simulator's port.
+    `restart_intensity` (restarts, seconds), if given, replaces every supervisor's own."""
     try:
         doc = yaml.safe_load(topology.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -140,6 +151,8 @@ def prepare(topology: Path, out: Path, relay_port: int) -> tuple[dict[str, Any],
     group = _parent_group(doc.get("supervision") or {}, evse)
     if group is not None:
         group["own_process"] = True
+    if restart_intensity is not None and isinstance(doc.get("supervision"), dict):
+        _set_intensity(doc["supervision"], *restart_intensity)
     out.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     layout = Layout(
         evse=evse,
@@ -161,13 +174,22 @@ def prepare(topology: Path, out: Path, relay_port: int) -> tuple[dict[str, Any],
 class Station:
     """One station under test. `boot` starts it (again, after `kill_box`, on the same state directory)."""
 
-    def __init__(self, topology: Path, workdir: Path, state_dir: Path | None = None, python: str = sys.executable):
+    def __init__(
+        self,
+        topology: Path,
+        workdir: Path,
+        state_dir: Path | None = None,
+        python: str = sys.executable,
+        *,
+        restart_intensity: tuple[int, float] | None = None,
+    ):
         self.workdir = workdir
         self.state_dir = (state_dir or workdir / "state").resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.relay_port = free_port()
         self.site = workdir / "chaos-site.yaml"
-        _, self.layout, csms_port = prepare(topology, self.site, self.relay_port)
+        doc, self.layout, csms_port = prepare(topology, self.site, self.relay_port, restart_intensity)
+        self.budgets = Budgets(doc.get("supervision") or {})
         self.relay = CsmsRelay(self.relay_port, csms_port)
         self.python = python
         self.boots = 0
@@ -180,11 +202,14 @@ class Station:
     # --- life ---------------------------------------------------------------------------------------
     @property
     def log(self) -> Path:
-        return self.workdir / f"boot-{self.boots}.out"
+        """This boot's output (kept in the state directory, one file per boot: the supervision events,
+        and why the system halted if it did)."""
+        return self.state_dir / f"boot-{self.boots}.log"
 
     def boot(self, timeout: float = 90.0) -> None:
         """Start ``charger.boot`` and wait until its tree runs and the control API answers."""
         self.boots += 1
+        self.budgets.reset()
         self.token = uuid.uuid4().hex
         (self.state_dir / "api.port").unlink(missing_ok=True)
         env = {**os.environ, TOKEN_VARIABLE: self.token, "THESPIAN_BASE_IPADDR": "127.0.0.1"}
@@ -212,19 +237,60 @@ class Station:
 
     def stop(self) -> None:
         """Stop the station in order (SIGINT to boot), then make sure nothing of it is left; close the relay."""
-        self._drop_ws()
         try:
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGINT)
-                try:
-                    self.proc.wait(90.0)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            if self.token:
-                kill_all(wait_until_gone(lambda: token_processes(self.token), timeout=10.0))
+            self._shutdown()
         finally:
             self.relay.close()
+
+    def reboot(self) -> None:
+        """Stop the station in order and boot it again on the same state directory."""
+        self._shutdown()
+        self.boot()
+
+    def _shutdown(self) -> None:
+        self._drop_ws()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(90.0)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.token:
+            kill_all(wait_until_gone(lambda: token_processes(self.token), timeout=10.0))
+
+    def halted(self) -> str:
+        """Why the system no longer runs (boot's own words), or "" while it does."""
+        if self.proc is None or self.proc.poll() is None:
+            return ""
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("charger: halted: "):
+                return line.removeprefix("charger: ")
+        return f"charger.boot exited with code {self.proc.returncode} (see {self.log})"
+
+    def restart_count(self) -> dict[str, int]:
+        """The kernel's restart count per child since boot; {} while it cannot answer."""
+        status = self.try_call("system.status")
+        return dict(status["restarts"]) if status else {}
+
+    def make_room(self, actor: str, max_wait: float = 10.0) -> str:
+        """Make sure killing `actor` does not exceed its supervisor's restart budget (see
+        `charger.chaos.budget`): wait for the budget's window to move on if that takes at most `max_wait`,
+        else boot the station again (a fresh budget). Returns what was done, "" for nothing."""
+        if halted := self.halted():
+            self.reboot()
+            return f"booted the station again: it had halted ({halted})"
+        self.budgets.observe(self.restart_count())
+        supervisor, wait = self.budgets.room_for(actor)
+        if wait <= 0:
+            return ""
+        budget = self.budgets.of[supervisor]
+        spent = f"{supervisor}'s restart budget ({budget.intensity} in {budget.period:g} s) was spent"
+        if wait <= max_wait:
+            time.sleep(wait + 0.1)
+            return f"waited {wait:.1f} s: {spent}"
+        self.reboot()
+        return f"booted the station again: {spent}"
 
     # --- processes ----------------------------------------------------------------------------------
     def titles(self) -> dict[int, str]:
