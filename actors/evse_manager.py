@@ -172,6 +172,7 @@ class EvseManager(Behaviour):
             self._feed(FaultRaised(fault=Fault.METER_OFFLINE))
         self.subscribe(self.board_name, BoardState)
         if self.meter_name:
+            self.run_task(self._read_meter_now())  # before subscribing: a call waits for the lookup it starts
             self.subscribe(self.meter_name, PowerMeterReading)
         self.start_timer(cfg["status_period_s"], self._periodic, repeat=True)
         for record in self.closing:
@@ -212,6 +213,18 @@ class EvseManager(Behaviour):
             self._feed(MeterValue(energy_wh=reading.energy_wh))
         if not was_online or Fault.METER_OFFLINE in self.machine.active_faults:
             self._feed(FaultCleared(fault=Fault.METER_OFFLINE))
+
+    def _read_meter_now(self) -> Generator[Pending, Any, None]:
+        """A (re)started manager reads the meter at once instead of waiting up to a poll period for its
+        next publication: until then it could not report the power of a session it resumed, nor start
+        one (no start value)."""
+        assert self.meter_name is not None
+        try:
+            reading = yield self.call(self.meter_name, ReadMeterNow(), timeout=3.0)
+        except CallError:
+            return  # the subscription brings the next poll
+        if self.meter is None:  # a publication that came first is as fresh
+            self.on_meter(reading)
 
     # --- commands -------------------------------------------------------------------------------
 
