@@ -149,15 +149,27 @@ class EnergyManager(Behaviour):
         self.again = False  # something changed while a decision ran
         self.in_flight: set[str] = set()
         self.pending_lease: dict[str, GrantLimitLease] = {}
+        # The first decision waits until every EVSE said whether a car is plugged in (or could not say):
+        # after a restart, a plan made before that would lease 0 A to a session that is charging.
+        self.asking = set(self.evses)
         for name in self.evses:
             self.subscribe(name, ChargingSessionEvent)
-            self.call(name, GetConnectorStatus(), timeout=5.0).then(self._learn, _ignore)  # after a restart
+            learned, unknown = functools.partial(self._learned, name), functools.partial(self._not_learned, name)
+            self.call(name, GetConnectorStatus(), timeout=5.0).then(learned, unknown)
         self.start_timer(cfg["period_s"], self._decide, repeat=True)
-        self._decide()
+        if not self.asking:
+            self._decide()
 
     # --- what is plugged in ---------------------------------------------------------------------
-    def _learn(self, status: ConnectorStatus) -> None:
-        self._car(status.connector, status.pilot in _CAR_PILOTS)
+    def _not_learned(self, evse: str, _error: BaseException) -> None:
+        self._learned(evse, None)  # it may be down: its session events will tell when it is back
+
+    def _learned(self, evse: str, status: ConnectorStatus | None) -> None:
+        if status is not None and status.pilot in _CAR_PILOTS:
+            self.cars.add(evse)
+        self.asking.discard(evse)
+        if not self.asking:
+            self._decide()
 
     @handles(ChargingSessionEvent)
     def on_session_event(self, event: ChargingSessionEvent) -> None:
@@ -171,6 +183,8 @@ class EnergyManager(Behaviour):
 
     # --- deciding -------------------------------------------------------------------------------
     def _decide(self) -> None:
+        if self.asking:
+            return  # the last answer decides
         if self.deciding:
             self.again = True
             return
@@ -253,7 +267,3 @@ def _evse(name: str, entry: dict[str, Any]) -> Evse:
         min_current_a=entry.get("min_current_a", 6.0),
         max_current_a=entry.get("max_current_a", 32.0),
     )
-
-
-def _ignore(_: object) -> None:
-    pass

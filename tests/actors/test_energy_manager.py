@@ -25,7 +25,7 @@ from charger.actors.charging import (
 from websockets.sync.client import connect
 
 from charger.ctl import _plan_lines, request
-from charger.errors import Rejected
+from charger.errors import CallError, Rejected
 from charger.journal import Journal
 from charger.testing import RunningSystem, free_port, running_system
 from charger.topology import load_topology
@@ -115,6 +115,16 @@ def plan(system: RunningSystem) -> EnergyPlan:
     return answer
 
 
+def try_plan(system: RunningSystem) -> EnergyPlan | None:
+    """The plan, or None while the energy manager is restarting (the old one gone, the new one not bound)."""
+    try:
+        answer = system.client.call("energy", GetEnergyPlan(), timeout=1.0)
+    except CallError:
+        return None
+    assert isinstance(answer, EnergyPlan)
+    return answer
+
+
 def wait(check: Callable[[], Any], timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     while not (result := check()):
@@ -182,11 +192,14 @@ def test_an_energy_manager_restart_fences_out_its_previous_instance(site: Runnin
     os.kill(old_pid, signal.SIGKILL)
     wait(lambda: site.pid_of("energy") != old_pid)
     wait(lambda: _fence(state) == fence_before + 1)
+    killed_at = time.time()
+    # the EVSE learns the new fence from the new instance's first lease, sent with its first decision
+    wait(lambda: (p := try_plan(site)) is not None and p.decided_at > killed_at)
+    wait(lambda: status(site, "evse-1").leases.get("energy") == 0.0)  # its grant (no car)
     stale = GrantLimitLease(valid_until=time.time() + 60, amps=32.0, grantor="energy", fence=fence_before)
     with pytest.raises(Rejected, match="superseded"):
         site.client.call("evse-1", stale)
-    wait(lambda: plan(site).decided_at > time.time() - 1)  # the new instance decided and leased since
-    assert status(site, "evse-1").leases["energy"] == 0.0  # its grant (no car), not the stale 32 A
+    assert status(site, "evse-1").leases["energy"] == 0.0  # still its grant, not the stale 32 A
 
 
 def _fence(state: Path) -> int:
@@ -195,3 +208,28 @@ def _fence(state: Path) -> int:
         return int(journal.get("fence", 0))
     finally:
         journal.close()
+
+
+def test_a_restarted_energy_manager_keeps_a_charging_session_charging(site: RunningSystem) -> None:
+    """The new instance plans only once it knows which cars are plugged in: a first plan made before
+    would lease 0 A to the charging session and pause it."""
+    start_charging(site, 1)
+    wait(lambda: status(site, "evse-1").state == "Charging" and plan(site).allocations[0].amps > 0)
+    old_pid = site.pid_of("energy")
+    killed_at = time.time()
+    os.kill(old_pid, signal.SIGKILL)
+    states = set()
+
+    def new_plan() -> EnergyPlan | None:
+        states.add(status(site, "evse-1").state)
+        answer = try_plan(site)
+        return answer if answer is not None and answer.decided_at > killed_at and answer.allocations else None
+
+    first = {a.evse: a for a in wait(new_plan).allocations}
+    assert first["evse-1"].amps > 0, first
+    for _ in range(100):  # and its leases keep the session charging
+        states.add(status(site, "evse-1").state)
+        time.sleep(0.01)
+    assert states == {"Charging"}
+    site.client.call("rig", UnplugCar(connector=1))
+    wait(lambda: status(site, "evse-1").state == "Idle")
