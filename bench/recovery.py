@@ -84,8 +84,8 @@ class Kill:
     """SIGKILL -> served again."""
     steps: dict[str, float] = field(default_factory=dict)
     """SIGKILL -> when each condition of "served again" first held: bound (the registry has the new
-    process), session (the same session, Charging), flowing (relays closed, power > 0), csms, plan;
-    for the whole box: boot (the API answers) and since_boot."""
+    process), then, checked only from then on: session (the same session, Charging), flowing (relays
+    closed, power > 0), csms, plan; for the whole box: boot (the API answers) and since_boot."""
 
 
 def _registry(st: Station) -> dict[str, int]:
@@ -175,7 +175,10 @@ def _one(st: Station, kind: str, timeout: float, pause: float) -> Kill:
 
     def served() -> bool:
         now_registry = _registry(st)
-        bound = held("bound", all(now_registry.get(n) not in (None, old[n]) for n in names))
+        if not held("bound", all(now_registry.get(n) not in (None, old[n]) for n in names)):
+            # nothing else is asked before: a status call could wait on a process that is dying (the
+            # children of a killed supervisor) and hide the moment the new ones are up
+            return False
         status = st.connector()
         same = held(
             "session", bool(status) and status["session_id"] == before["session_id"] and status["state"] == "Charging"
@@ -185,9 +188,9 @@ def _one(st: Station, kind: str, timeout: float, pause: float) -> Kill:
         if kind == "backend-link":
             extra = held("csms", _boot_accepted(st, since_wall))
         elif kind == "energy-manager":
-            plan = st.try_call("energy.plan") if bound else None
+            plan = st.try_call("energy.plan")
             extra = held("plan", bool(plan) and st.layout.evse in str(plan))
-        return bound and same and flowing and extra
+        return same and flowing and extra
 
     wait_for(f"{kind} to serve the session again", served, timeout, _POLL_S)
     return Kill(time.monotonic() - killed_at, steps)
