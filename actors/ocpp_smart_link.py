@@ -119,7 +119,9 @@ class SmartChargingLink:
         self.fence = self.file.next_fence()
         self.held: dict[int, _Held | str] = dict.fromkeys(range(1, len(link.evses) + 1), _UNKNOWN)
         self.in_flight: set[int] = set()
-        self.again: set[int] = set()
+        self.retry_at: dict[int, float] = {}
+        """Connector -> when to try again after a lease call failed (not at once: it may keep failing)."""
+        self.closed = False
         self.running: dict[int, str | None] = {}
         self.timer: Any = None
 
@@ -134,6 +136,7 @@ class SmartChargingLink:
         self.refresh()
 
     def close(self) -> None:
+        self.closed = True
         if self.timer is not None:
             self.timer.cancel()
         self.file.close()
@@ -333,7 +336,10 @@ class SmartChargingLink:
             if until is not None:
                 wake = _first(wake, until.timestamp() + _SLACK_S)
             if connector in self.in_flight:
-                self.again.add(connector)
+                continue  # looked at again when it settles
+            retry_at = self.retry_at.get(connector, 0.0)
+            if retry_at > now:
+                wake = _first(wake, retry_at)
                 continue
             held = self.held[connector]
             if isinstance(held, _Held) and held.want == want:
@@ -369,23 +375,23 @@ class SmartChargingLink:
 
         def taken(_: object) -> None:
             self.held[connector] = _Held(want, valid_until)
+            self.retry_at.pop(connector, None)
             if want != getattr(previous, "want", _UNKNOWN):
                 link.log.info("connector %d: %s", connector, _describe(want))
             self._settled(connector)
 
         def failed(exc: BaseException) -> None:
             self.held[connector] = _UNKNOWN
+            self.retry_at[connector] = time.time() + _RETRY_S
             link.log.warning("connector %d did not take the smart-charging limit: %s", connector, exc)
             self._settled(connector)
-            if self.timer is None:
-                self.timer = link.start_timer(_RETRY_S, self.refresh)
 
         link.call(evse, request, timeout=5.0).then(taken, failed)
 
     def _settled(self, connector: int) -> None:
+        """A lease call ended: the limit may have changed meanwhile, and the renewal needs a timer."""
         self.in_flight.discard(connector)
-        if connector in self.again:
-            self.again.discard(connector)
+        if not self.closed:
             self.refresh()
 
 

@@ -21,12 +21,14 @@ GRANTOR = "backend"
 ACCEPTED = {"status": "Accepted"}
 REJECTED = {"status": "Rejected"}
 UNKNOWN = {"status": "Unknown"}
+LEASE_S = 4.0
 
 
 @pytest.fixture(scope="module", params=PEER_KINDS)
 def st(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Station]:
     directory = tmp_path_factory.mktemp(f"smart-{request.param}")
-    with station(directory, request.param) as running:
+    # short leases: every test also sees them renewed
+    with station(directory, request.param, smart_charging={"lease_s": LEASE_S}) as running:
         eventually(lambda: running.link().registration == "Accepted", "the boot")
         yield running
         assert running.csms.invalid_inbound() == []
@@ -129,6 +131,13 @@ def test_the_limit_moves_at_a_period_boundary_and_the_composite_schedule_shows_i
     assert watts.payload["chargingSchedule"]["chargingRateUnit"] == "W"
     assert watts.payload["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == pytest.approx(7 * 230 * 3)
     assert st.call_action("GetCompositeSchedule", {"connectorId": 3, "duration": 60}).payload == REJECTED
+
+
+def test_a_lease_is_renewed_before_it_lapses(st: Station) -> None:
+    assert set_profile(st, 0, profile(4, "TxDefaultProfile", [(0, 14)])) == ACCEPTED
+    first = limited(st, 1, 14)["lease_until"]
+    renewed = st.wait(1, lambda s: s["lease_until"] > first + LEASE_S, timeout=60)  # two renewals later
+    assert renewed["leases"][GRANTOR] == 14 and renewed["current_limit_a"] == 14
 
 
 def test_a_power_profile_is_granted_in_watts(st: Station) -> None:
