@@ -7,14 +7,32 @@ SIGKILL of the link.
 
 from __future__ import annotations
 
+import json
+import textwrap
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.sync.client import connect
 
-from tests.actors.test_backend_link_harness import TOKEN_1, Station, eventually, station
+from charger.processes import kill_all, token_processes, wait_until_gone
+from charger.testing import free_port
+from tests.actors.test_backend_link_harness import (
+    CP_ID,
+    SIL_STATION,
+    TOKEN_1,
+    TOKEN_2,
+    Station,
+    backend_config,
+    csms_on,
+    eventually,
+    station,
+)
+from tests.actors.test_backend_link_offline import _boot as boot_box
+from tests.actors.test_backend_link_offline import _stop as stop_box
 from tests.support.csms import PEER_KINDS
 
 GRANTOR = "backend"
@@ -35,8 +53,11 @@ def st(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(autouse=True)
-def no_profiles_left(st: Station) -> Iterator[None]:
+def no_profiles_left(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
+    if "st" not in request.fixturenames:
+        return
+    st: Station = request.getfixturevalue("st")
     st.call_action("ClearChargingProfile", {})  # every test starts without profiles
     for n in (1, 2):
         st.wait(n, lambda s: GRANTOR not in s["leases"])
@@ -201,3 +222,49 @@ def test_smart_charging_is_announced_with_its_keys(st: Station) -> None:
     keys = {kv["key"]: kv["value"] for kv in answer.payload["configurationKey"]}
     assert "SmartCharging" in keys["SupportedFeatureProfiles"].split(",")
     assert keys["ChargeProfileMaxStackLevel"] == "10"
+
+
+def test_profiles_survive_a_kill_of_the_whole_box(tmp_path: Path) -> None:
+    """SIGKILL every process of the station, boot it again on the same state directory: the profile is
+    still installed and the new link grants its lease again."""
+    port = free_port()
+    config = backend_config(f"ws://127.0.0.1:{port}", smart_charging={"lease_s": LEASE_S})
+    site = tmp_path / "station.yaml"
+    text = textwrap.dedent(SIL_STATION).format(
+        admin=free_port(),
+        modbus1=free_port(),
+        modbus2=free_port(),
+        token1=TOKEN_1,
+        token2=TOKEN_2,
+        backend=json.dumps(config),
+        auth_backend="",
+    )
+    site.write_text(text)
+    state = tmp_path / "state"
+    first = boot_box(tmp_path / "first.out", site, state)
+    try:
+        with csms_on("sim", port, tmp_path) as csms:
+            eventually((state / "api.port").exists, "the first boot", 60)
+            with connect(f"ws://127.0.0.1:{(state / 'api.port').read_text()}") as ws:
+                st = Station(None, csms, state, ws)  # type: ignore[arg-type]
+                eventually(lambda: csms.frames(CP_ID), "the link connecting", 60)
+                st.wait(1, lambda s: s["state"] == "Idle" and not s["faults"])
+                body = profile(50, "TxDefaultProfile", [(0, 10)])
+                eventually(lambda: set_profile(st, 0, body) == ACCEPTED, "the profile installed", 30)
+                before = limited(st, 1, 10)["lease_until"]
+            kill_all(token_processes(first[1]))  # the whole box loses power
+            first[0].wait(10)
+            assert wait_until_gone(lambda: token_processes(first[1])) == []
+            (state / "api.port").unlink()
+            second = boot_box(tmp_path / "second.out", site, state)
+            try:
+                eventually((state / "api.port").exists, "the second boot", 60)
+                with connect(f"ws://127.0.0.1:{(state / 'api.port').read_text()}") as ws:
+                    st = Station(None, csms, state, ws)  # type: ignore[arg-type]
+                    for n in (1, 2):
+                        st.wait(n, lambda s: s["lease_until"] and s["lease_until"] > before + LEASE_S, timeout=60)
+                        limited(st, n, 10)
+            finally:
+                stop_box(second)
+    finally:
+        stop_box(first)
