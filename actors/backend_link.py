@@ -1,5 +1,5 @@
 """BackendLink: the station's OCPP 1.6J link to its CSMS (Core, Local Auth List Management, Remote Trigger,
-security profiles 0-3). One per station; the n-th EVSE manager wired to it is OCPP connector n.
+Smart Charging, security profiles 0-3). One per station; the n-th EVSE manager wired to it is OCPP connector n.
 
 The connection itself (websockets and the `ocpp` library) runs on this actor's asyncio I/O thread
 (`charger.actors.ocpp_link`); every decision, all state and every SQLite write stay on the actor's
@@ -18,6 +18,8 @@ thread. What it does:
   makes sure a session is reported exactly once even across a SIGKILL; at start the link compares it
   with the EVSE managers' session histories and reports what it missed while it was down.
 - CSMS requests: `charger.actors.ocpp_csms_calls`.
+- Smart Charging (profiles, composite schedule, each connector's limit as this link's lease):
+  `charger.actors.ocpp_smart_link`.
 - Authorization: `AuthorizeToken` answers from the local list, the cache and the CSMS (OCPP 1.6 §3.5).
 
 Reset (soft or hard) stops running transactions with reason SoftReset or HardReset, waits until
