@@ -1,5 +1,5 @@
 """BackendLink: the station's OCPP 1.6J link to its CSMS (Core, Local Auth List Management, Remote Trigger,
-security profiles 0-3). One per station; the n-th EVSE manager wired to it is OCPP connector n.
+Smart Charging, security profiles 0-3). One per station; the n-th EVSE manager wired to it is OCPP connector n.
 
 The connection itself (websockets and the `ocpp` library) runs on this actor's asyncio I/O thread
 (`charger.actors.ocpp_link`); every decision, all state and every SQLite write stay on the actor's
@@ -18,6 +18,8 @@ thread. What it does:
   makes sure a session is reported exactly once even across a SIGKILL; at start the link compares it
   with the EVSE managers' session histories and reports what it missed while it was down.
 - CSMS requests: `charger.actors.ocpp_csms_calls`.
+- Smart Charging (profiles, composite schedule, each connector's limit as this link's lease):
+  `charger.actors.ocpp_smart_link`.
 - Authorization: `AuthorizeToken` answers from the local list, the cache and the CSMS (OCPP 1.6 §3.5).
 
 Reset (soft or hard) stops running transactions with reason SoftReset or HardReset, waits until
@@ -55,6 +57,7 @@ from charger.actors.ocpp_messages import (
     TokenAuthorization,
 )
 from charger.actors.ocpp_reporting import TransactionReporting
+from charger.actors.ocpp_smart_link import SMART_CHARGING_SCHEMA, SmartChargingLink
 from charger.actors.ocpp_station import LinkEventsToActor, StationReports
 from charger.protocols.ocpp_config import FeatureProfile, OcppConfiguration, StationFacts, standard_keys, with_defaults
 from charger.protocols.ocpp_frames import IncomingCall
@@ -67,7 +70,14 @@ from charger.ocpp_store import OcppStore
 
 __all__ = ["BackendLink"]
 
-_FEATURES = frozenset({FeatureProfile.CORE, FeatureProfile.LOCAL_AUTH_LIST_MANAGEMENT, FeatureProfile.REMOTE_TRIGGER})
+_FEATURES = frozenset(
+    {
+        FeatureProfile.CORE,
+        FeatureProfile.LOCAL_AUTH_LIST_MANAGEMENT,
+        FeatureProfile.REMOTE_TRIGGER,
+        FeatureProfile.SMART_CHARGING,
+    }
+)
 _CLOSE_WAIT_S = 5.0
 _BOOT_FIELDS = {
     "vendor": "chargePointVendor",
@@ -130,6 +140,7 @@ class BackendLink(TransactionReporting, StationReports):
             },
             "response_timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 30},
             "open_timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "smart_charging": SMART_CHARGING_SCHEMA,
             "boot_retry_s": {
                 "type": "number",
                 "exclusiveMinimum": 0,
@@ -170,6 +181,7 @@ class BackendLink(TransactionReporting, StationReports):
         self.scheduled = {int(c): bool(v) for c, v in (self.ledger.meta("scheduled") or {}).items()}
         self.station_operative = self.ledger.meta("station_operative") is not False
         self.init_reports()
+        self.smart = SmartChargingLink(self)
         for evse in self.evses:
             self.subscribe(evse, ConnectorStatus, ChargingSessionEvent, SessionCompleted)
         for meter in self.meters:
@@ -181,6 +193,7 @@ class BackendLink(TransactionReporting, StationReports):
             if not operative:  # re-assert what the CSMS asked for before the restart
                 self.run_task(self.set_availability(connector, False))
         self.arm_meter_timers()
+        self.smart.start()
         self.link = OcppLink(self.settings, LinkEventsToActor(self), self.log)
         yield self.run_async(self._start_link())
         self.log.info(
@@ -202,7 +215,7 @@ class BackendLink(TransactionReporting, StationReports):
                 asyncio.run_coroutine_threadsafe(link.close(), self._rt.io().loop).result(timeout=_CLOSE_WAIT_S)
             except Exception as exc:  # noqa: BLE001 - a stuck close must not keep the actor from exiting
                 self.log.warning("backend link: closing the connection failed: %s", exc)
-        for closable in (getattr(self, "store", None), getattr(self, "ledger", None)):
+        for closable in (getattr(self, "store", None), getattr(self, "ledger", None), getattr(self, "smart", None)):
             if closable is not None:
                 closable.close()
 
@@ -376,6 +389,7 @@ class BackendLink(TransactionReporting, StationReports):
         connector = self.connector_of.get(event.connector)
         if connector is None or event.session_id is None:
             return
+        self.smart.session_event(connector, event.kind)
         if event.kind == "TransactionStarted":
             if event.meter_wh is not None:
                 self.tx_start_wh[event.session_id] = event.meter_wh
@@ -396,6 +410,8 @@ class BackendLink(TransactionReporting, StationReports):
     def on_status_var(self, status: ConnectorStatus) -> None:
         self.on_connector_status(status)
         connector = self.connector_of.get(status.connector)
+        if connector is not None:
+            self.smart.status_seen(connector)
         if connector is not None and connector in self.scheduled:
             self.apply_scheduled_availability(connector)
 

@@ -3,9 +3,10 @@ answered on the backend link's actor thread. The payload arrives as on the wire 
 passed the 1.6 schema; a handler returns the CALLRESULT payload, or a `CsmsAnswer` with work to do once
 the answer is sent ("response first": TriggerMessage, Reset, a remote start that must authorize).
 
-A feature that is not here (Reservation, Smart Charging, Firmware Management, the security
-extensions' certificate and log requests) is answered NotSupported by the link, and is not announced
-in SupportedFeatureProfiles. Adding one is adding its handlers to `CSMS_HANDLERS` (and its profile).
+Smart Charging's requests are in `charger.actors.ocpp_smart_link` (`SMART_HANDLERS`). A feature that
+is not here (Reservation, Firmware Management, the security extensions' certificate and log requests)
+is answered NotSupported by the link, and is not announced in SupportedFeatureProfiles. Adding one is
+adding its handlers to `CSMS_HANDLERS` (and its profile).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from charger.actors.charging import AuthorizeSession, StopCharging
 from charger.actors.ocpp_base import LINK_UNAVAILABLE, RUNNING_STATES
 from charger.actors.ocpp_link import CsmsAnswer, CsmsError, CsmsReply
+from charger.actors.ocpp_smart_link import SMART_HANDLERS
 from charger.protocols.ocpp_config import ConfigurationStatus, TooManyKeys
 from charger.protocols.ocpp_frames import ErrorCode, IncomingCall
 from charger.protocols.ocpp_local_auth import ListLimits, UpdateStatus
@@ -138,14 +140,16 @@ def remote_start_transaction(link: BackendLink, payload: dict[str, Any]) -> Gene
     target = remote_start_target(payload.get("connectorId"), states, operative)
     if target is None:
         return _status("Rejected")
-    if "chargingProfile" in payload:
-        link.log.warning("RemoteStartTransaction: chargingProfile ignored, SmartCharging is not supported yet")
+    if "chargingProfile" in payload and (why := link.smart.remote_start_profile(target, payload["chargingProfile"])):
+        link.log.warning("RemoteStartTransaction on connector %d: chargingProfile refused: %s", target, why)
+        return _status("Rejected")
     if link.keys.boolean("AuthorizeRemoteTxRequests"):
         return CsmsAnswer(payload=_status("Accepted"), after=lambda: _authorize_then_start(link, target, id_tag))
     try:
         yield link.call(link.evses[target - 1], AuthorizeSession(token_id=id_tag), timeout=5.0)
     except CallError as exc:
         link.log.warning("RemoteStartTransaction on connector %d refused: %s", target, exc)
+        link.smart.drop_pending(target)
         return _status("Rejected")
     link.log.info("RemoteStartTransaction: %s authorized on connector %d", id_tag, target)
     return _status("Accepted")
@@ -155,6 +159,7 @@ def _authorize_then_start(link: BackendLink, connector: int, id_tag: str) -> Gen
     verdict = yield from link.authorize(id_tag)
     if verdict.status != "Accepted":
         link.log.info("RemoteStartTransaction: %s is %s (%s): not started", id_tag, verdict.status, verdict.source)
+        link.smart.drop_pending(connector)
         return
     try:
         yield link.call(link.evses[connector - 1], AuthorizeSession(token_id=id_tag), timeout=5.0)
@@ -289,5 +294,6 @@ CSMS_HANDLERS: dict[str, Handler] = {
     "SendLocalList": send_local_list,
     "TriggerMessage": trigger_message,
     "UnlockConnector": unlock_connector,
+    **SMART_HANDLERS,
 }
 """Every CSMS-initiated action the station serves (the SmartCharging seam: add its handlers here)."""

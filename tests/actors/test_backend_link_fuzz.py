@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.actors.test_backend_link_harness import CP_ID, Station, eventually, station
 
-UNSUPPORTED = ["ReserveNow", "CancelReservation", "SetChargingProfile", "GetDiagnostics", "UpdateFirmware", "GetLog"]
+UNSUPPORTED = ["ReserveNow", "CancelReservation", "GetDiagnostics", "UpdateFirmware", "GetLog"]
 CP_INITIATED = ["Authorize", "BootNotification", "Heartbeat", "MeterValues", "StatusNotification"]
 VALID = {
     "Reset": {"type": "Soft"},
@@ -101,10 +101,29 @@ def frames(draw: st.DrawFn) -> tuple[str, str | None]:
                 ("ChangeAvailability", {"connectorId": connector, "type": "Operative"}),
                 ("GetConfiguration", {"key": [draw(st.text(max_size=50))]}),
                 ("RemoteStartTransaction", {"idTag": draw(st.text(min_size=1, max_size=20)), "connectorId": connector}),
+                ("SetChargingProfile", {"connectorId": connector % 4, "csChargingProfiles": draw(charging_profiles())}),
+                ("ClearChargingProfile", {"id": connector}),
+                ("GetCompositeSchedule", {"connectorId": connector % 4, "duration": draw(st.integers(0, 2**31 - 1))}),
             ]
         )
     )
     return call(uid, action, payload), ""
+
+
+@st.composite
+def charging_profiles(draw: st.DrawFn) -> dict[str, Any]:
+    """Relative profiles (no dates) with any numbers the 1.6 schema lets through."""
+    periods = draw(st.lists(st.tuples(st.integers(0, 2**31 - 1), st.integers(0, 10**6)), min_size=1, max_size=4))
+    return {
+        "chargingProfileId": draw(st.integers(-(2**31), 2**31 - 1)),
+        "stackLevel": draw(st.integers(0, 20)),
+        "chargingProfilePurpose": draw(st.sampled_from(["ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"])),
+        "chargingProfileKind": "Relative",
+        "chargingSchedule": {
+            "chargingRateUnit": draw(st.sampled_from(["A", "W"])),
+            "chargingSchedulePeriod": [{"startPeriod": start, "limit": limit} for start, limit in periods],
+        },
+    }
 
 
 @pytest.fixture(scope="module")
