@@ -110,10 +110,13 @@ class EnergyManager(Behaviour):
             caps=caps_from_config(cfg["caps"]),
             utc_offset_s=float(time.localtime().tm_gmtoff),
         )
-        journal = Journal(f"{self.state_dir}/{self.name}.energy.db")
-        self.fence = int(journal.get("fence", 0)) + 1
-        journal.put("fence", self.fence)  # durable before the first lease leaves
-        journal.close()
+        self.journal = Journal(f"{self.state_dir}/{self.name}.energy.db")
+        self.fence = int(self.journal.get("fence", 0)) + 1
+        self.journal.put("fence", self.fence)  # durable before the first lease leaves
+        self.site.restore(self.journal.get("inputs", {}), time.time())  # needs and caps given before a restart
+        for cap in self.site.caps.values():
+            if cap.valid_until is not None:
+                self.start_timer(cap.valid_until - time.time() + 0.01, self._decide)
         self.plan: EnergyPlan | None = None
         self.deciding = False
         self.again = False  # something changed while a decision ran
@@ -127,6 +130,9 @@ class EnergyManager(Behaviour):
             self.subscribe(name, PowerMeterReading)
         self.start_timer(cfg["period_s"], self._decide, repeat=True)
         self._decide()
+
+    def terminate(self, reason: str) -> None:
+        self.journal.close()
 
     # --- what the site tells -----------------------------------------------------------------------
     @handles(ConnectorStatus)
@@ -154,6 +160,7 @@ class EnergyManager(Behaviour):
         if event.kind in ("SessionStarted", "SessionFinished"):
             if event.kind == "SessionFinished":
                 self.site.session_ended(event.connector)
+                self._keep_inputs()
             self._car(event.connector, event.kind == "SessionStarted")
 
     @handles(PowerMeterReading)
@@ -181,6 +188,7 @@ class EnergyManager(Behaviour):
             self.site.set_need(req.evse, req.energy_kwh, req.departure)
         except ValueError as exc:
             raise Rejected(str(exc)) from None
+        self._keep_inputs()
         self._decide()
         return Ack()
 
@@ -203,6 +211,7 @@ class EnergyManager(Behaviour):
             req.valid_until,
             req.source,
         )
+        self._keep_inputs()
         if req.valid_until is not None:
             self.start_timer(req.valid_until - time.time() + 0.01, self._decide)  # the cap ends: room again
         self._decide()
@@ -216,6 +225,9 @@ class EnergyManager(Behaviour):
             raise Rejected(str(exc)) from None
         self._decide()
         return Ack()
+
+    def _keep_inputs(self) -> None:
+        self.journal.put("inputs", self.site.snapshot())  # before the Ack: a restart keeps what was accepted
 
     # --- deciding -------------------------------------------------------------------------------
     def _decide(self) -> None:

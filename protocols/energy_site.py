@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from charger.protocols.energy_inputs import EnergyInputs, Session
@@ -148,6 +148,7 @@ class SiteState:
             self.set_cap(node, cap)
         self.price_override: _Series | None = None
         self.pv_override: _Series | None = None
+        self._under = {node: tree.evses_under(node) for node in tree.nodes}  # asked at every status
 
     # --- what the actor hears ----------------------------------------------------------------------
 
@@ -199,6 +200,26 @@ class SiteState:
 
     def external_limits(self) -> dict[str, float]:
         return {name: s.external_a for name, s in self.evses.items() if s.external_a is not None}
+
+    def snapshot(self) -> dict[str, Any]:
+        """What must survive a restart (msgpack-able): the needs given and the caps set at run time."""
+        return {
+            "needs": {e: [n.energy_kwh, n.departure, n.session_id, n.baseline_wh] for e, n in self.needs.items()},
+            "caps": {
+                node: [c.amps, c.kw, c.valid_until, c.source] for node, c in self.caps.items() if c.source != "config"
+            },
+        }
+
+    def restore(self, snapshot: Mapping[str, Any], now: float) -> None:
+        """Take back a `snapshot`, skipping what no longer fits the tree and caps that ended."""
+        for evse, (kwh, departure, session_id, baseline) in snapshot.get("needs", {}).items():
+            if evse in self.tree.evse_index:
+                self.needs[evse] = Need(
+                    energy_kwh=kwh, departure=departure, session_id=session_id, baseline_wh=baseline
+                )
+        for node, (amps, kw, until, source) in snapshot.get("caps", {}).items():
+            if node in self.tree.nodes and (until is None or until > now):
+                self.caps[node] = NodeCap(amps=amps, kw=kw, valid_until=until, source=source)
 
     # --- a decision's inputs -----------------------------------------------------------------------
 
@@ -310,7 +331,7 @@ class SiteState:
     def _ev_currents(self, node: str) -> FloatArray:
         """The metered current per phase of the EVSEs under `node`."""
         amps = np.zeros(3)
-        for name in self.tree.evses_under(node):
+        for name in self._under[node]:
             power = self.evses.get(name, EvseSample()).power_w
             if not power or power <= 0:
                 continue

@@ -269,9 +269,11 @@ def test_an_energy_manager_restart_fences_out_its_previous_instance(site: Runnin
     wait(lambda: "energy" in status(site, "evse-1").leases)
     fence_before = _fence(state)
     old_pid = site.pid_of("energy")
+    killed_at = time.time()
     os.kill(old_pid, signal.SIGKILL)
     wait(lambda: site.pid_of("energy") != old_pid)
     wait(lambda: _fence(state) == fence_before + 1)
+    wait(lambda: plan(site).decided_at > killed_at)  # its first leases went out before it published the plan
     stale = GrantLimitLease(valid_until=time.time() + 60, amps=32.0, grantor="energy", fence=fence_before)
     with pytest.raises(Rejected, match="superseded"):
         site.client.call("evse-1", stale)
@@ -285,3 +287,18 @@ def _fence(state: Path) -> int:
         return int(journal.get("fence", 0))
     finally:
         journal.close()
+
+
+def test_a_timed_cap_and_a_need_survive_a_restart_of_the_energy_manager(site: RunningSystem, state: Path) -> None:
+    until = time.time() + 300
+    api_call(state, "energy.cap", {"node": "feeder", "amps": 12, "valid_until": until, "source": "dso"})
+    api_call(state, "energy.session", {"connector": "evse-2", "energy_kwh": 4.5})
+    old_pid = site.pid_of("energy")
+    os.kill(old_pid, signal.SIGKILL)
+    wait(lambda: site.pid_of("energy") != old_pid)
+    decided = wait(lambda: (p := plan(site)).decided_at > 0 and p)
+    assert [(c.node, c.amps, c.valid_until, c.source) for c in decided.caps] == [("feeder", 12.0, until, "dso")]
+    assert next(a for a in decided.allocations if a.evse == "evse-2").need_kwh == 4.5
+    api_call(state, "energy.cap", {"node": "feeder"})
+    api_call(state, "energy.session", {"connector": "evse-2"})
+    wait(lambda: not plan(site).caps)

@@ -207,3 +207,23 @@ def test_node_rows_show_rating_cap_load_plan_and_headroom() -> None:
     assert (feeder.limit, feeder.non_ev) == (32.0, 10.0)
     assert feeder.planned == pytest.approx(schedule.currents_a[0, 0])
     assert feeder.headroom == pytest.approx(32.0 - 10.0 - feeder.planned)
+
+
+def test_needs_and_run_time_caps_survive_a_snapshot_but_ended_caps_do_not() -> None:
+    state = site()
+    state.evses["e1"] = EvseSample(session_id="s1", energy_wh=1000.0)
+    state.set_need("e1", 5.0, NOW + 3600)
+    state.set_cap("grid", NodeCap(amps=20.0, valid_until=NOW + 60, source="dso"))
+    state.set_cap("feeder", NodeCap(kw=9.0, source="api"))
+    snapshot = state.snapshot()
+    again = site(caps={"grid": NodeCap(amps=50.0)})
+    again.restore(snapshot, NOW)
+    assert again.caps["grid"] == NodeCap(amps=20.0, valid_until=NOW + 60, source="dso")
+    assert again.caps["feeder"].kw == 9.0
+    assert again.needs["e1"].baseline_wh == 1000.0 and again.needs["e1"].session_id == "s1"
+    later = site()
+    later.restore(snapshot, NOW + 61)
+    assert set(later.caps) == {"feeder"}
+    assert "config" not in {
+        source for _, _, _, source in site(caps={"grid": NodeCap(amps=1.0)}).snapshot()["caps"].values()
+    }
