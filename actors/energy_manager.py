@@ -129,7 +129,17 @@ class EnergyManager(Behaviour):
         for name in meters:
             self.subscribe(name, PowerMeterReading)
         self.start_timer(cfg["period_s"], self._decide, repeat=True)
+        self._at_next_slot()
         self._decide()
+
+    def _at_next_slot(self) -> None:
+        """A new slot may bring a new price or PV figure: decide at every slot boundary."""
+        now = time.time()
+        self.start_timer(self.site.slot_start(now) + self.site.slot_s - now + 0.01, self._next_slot)
+
+    def _next_slot(self) -> None:
+        self._decide()
+        self._at_next_slot()
 
     def terminate(self, reason: str) -> None:
         self.journal.close()

@@ -316,8 +316,8 @@ class SiteState:
         index = (first + np.arange(self.slots)) % day
         values = profile[index % len(profile)]
         if override is not None:
-            offset = np.floor((self.slot_start(now) - override.starts_at) / self.slot_s + 1e-9).astype(int)
-            k = offset + np.arange(self.slots)
+            offset = round((self.slot_start(now) - self.slot_start(override.starts_at)) / self.slot_s)
+            k = offset + np.arange(self.slots)  # a forecast starting mid-slot covers that whole slot
             covered = (k >= 0) & (k < len(override.values))
             values = np.where(covered, override.values[np.clip(k, 0, len(override.values) - 1)], values)
         return np.asarray(values, dtype=np.float64)

@@ -251,6 +251,15 @@ def test_a_grid_cap_through_the_control_api_lowers_the_share_and_says_why(site: 
     wait(lambda: allocation(site, "evse-1").amps >= FEEDER_A - 0.1)
 
 
+def test_a_forecast_through_the_control_api_replaces_the_profile(site: RunningSystem, state: Path) -> None:
+    api_call(state, "energy.forecast", {"prices": [0.55] * 8, "pv_surplus_kw": [3.0] * 8})
+    decided = wait(lambda: (p := plan(site)).price[:1] == [0.55] and p)
+    assert decided.pv_surplus_kw[0] == 3.0  # no live PV or grid meter at the root: the forecast stands
+    # a forecast that covers only a slot of yesterday replaces this one: the daily profile is back
+    api_call(state, "energy.forecast", {"starts_at": time.time() - 86400, "prices": [9.9], "pv_surplus_kw": [0.0]})
+    wait(lambda: plan(site).price[0] in (0.30, 0.25))
+
+
 def test_a_met_need_gets_0_a_with_reason_need_met(site: RunningSystem, state: Path) -> None:
     port = wait(lambda: (state / "api.port").exists() and (state / "api.port").read_text())
     assert ctl_main(["--url", f"ws://127.0.0.1:{port}", "need", "evse-1", "--kwh", "0", "--depart", "23:59"]) == 0

@@ -177,6 +177,8 @@ def test_profiles_follow_the_time_of_day_and_a_forecast_replaces_them() -> None:
     assert list(state.price(midnight_utc)[:3]) == [4.0, 5.0, 6.0]
     state.set_forecast(midnight_utc + SLOT_S, [100.0, 101.0], None)
     assert list(state.price(midnight_utc)[:4]) == [4.0, 100.0, 101.0, 7.0]
+    state.set_forecast(midnight_utc + 10, None, [2.0])  # from within slot 0: slot 0 is covered
+    assert list(state.pv_forecast(midnight_utc + 20)[:2]) == [2.0, 0.0]
     with pytest.raises(ValueError, match="finite"):
         state.set_forecast(midnight_utc, [float("nan")], None)
 
