@@ -10,6 +10,18 @@ from __future__ import annotations
 
 from dataclasses import field
 
+from charger.actors.energy_messages import (  # re-exported: the energy manager's vocabulary
+    ENERGY_MANAGER,
+    EnergyPlan,
+    EvseAllocation,
+    GetEnergyPlan,
+    NodeCapView,
+    NodeLoad,
+    SetEnergyForecast,
+    SetNodeCap,
+    SetSessionNeed,
+)
+
 from charger.interfaces import Command, ErrorDef, Interface, Severity
 from charger.lifecycle import Ack
 from charger.messages import message
@@ -37,6 +49,8 @@ __all__ = [
     "GetSessionHistory",
     "GrantLimitLease",
     "InjectSimFault",
+    "NodeCapView",
+    "NodeLoad",
     "PauseCharging",
     "PlugCar",
     "PowerMeterReading",
@@ -51,6 +65,9 @@ __all__ = [
     "SessionHistory",
     "SetAvailability",
     "SetBoardOutputs",
+    "SetEnergyForecast",
+    "SetNodeCap",
+    "SetSessionNeed",
     "StopCharging",
     "TokenRead",
     "TokenVerdict",
@@ -450,44 +467,4 @@ SIL_RIG = Interface(
 
 CARD_READER_SIM = Interface(
     name="card_reader_sim", description="A simulated RFID reader.", commands=(Command(PresentCard, Ack),)
-)
-
-
-# --- energy manager: the site-wide plan behind the leases ------------------------------------
-
-
-@message
-class GetEnergyPlan:
-    """Answered with an `EnergyPlan`."""
-
-
-@message
-class EvseAllocation:
-    """What one EVSE is given now, and why."""
-
-    evse: str
-    amps: float
-    reason: str
-    """``Reason`` value of `charger.protocols.energy_schedule`: fuse, own_max, price, no_session..."""
-    detail: str
-    node: str | None
-
-
-@message
-class EnergyPlan:
-    """The last decision: its planner, how long it took, and each EVSE's allocation."""
-
-    planner: str
-    status: str
-    fallback_reason: str | None
-    solve_s: float
-    decided_at: float
-    allocations: list[EvseAllocation]
-
-
-ENERGY_MANAGER = Interface(
-    name="energy_manager",
-    description="Plans the site's charging currents under its fuses and sends them as leases.",
-    commands=(Command(GetEnergyPlan, EnergyPlan),),
-    vars=(EnergyPlan,),
 )

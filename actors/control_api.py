@@ -27,7 +27,6 @@ from charger.actors.charging import (
     ConnectorStatus,
     DescribeRig,
     GetConnectorStatus,
-    GetEnergyPlan,
     GetRigState,
     GetSessionHistory,
     GrantLimitLease,
@@ -281,16 +280,6 @@ def _ok(api: ControlApi, target: str, msg: Any) -> Generator[Pending, Any, dict[
     return {"ok": True}
 
 
-@rpc("energy.plan")
-def energy_plan(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, Any]]:
-    """The energy manager's last decision, with why each EVSE got what it got."""
-    managers = api.connections.get("energy", [])
-    if not managers:
-        raise RpcError(jsonrpc.INVALID_PARAMS, "no energy manager is wired to the control API")
-    plan = yield api.call(managers[0], GetEnergyPlan(), timeout=5.0)
-    return {**_as_dict(plan), "allocations": [_as_dict(a) for a in plan.allocations]}
-
-
 @rpc("connectors.status")
 def connectors_status(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, list[dict[str, Any]]]:
     out = []
@@ -417,3 +406,7 @@ def rfid_present(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, 
     connector = _evse(api, params) if "connector" in params else None
     verdict = yield api.call(auths[0], PresentToken(token_id=params["token"], connector=connector, source="api"))
     return _as_dict(verdict)
+
+
+# The energy manager's methods register themselves on import (kept apart to keep this module short).
+from charger.actors import control_api_energy  # noqa: E402, F401

@@ -32,7 +32,9 @@ from charger.status_view import (
     ConnectorView,
     LiveDisplay,
     PlainDisplay,
+    PlanView,
     connector_names,
+    energy_manager_names,
     fetch_histories,
     summary_lines,
 )
@@ -153,6 +155,7 @@ def _supervise(
         return 1
     print(f"charger: site {topology.site!r} running, {len(topology.actors)} actors, state in {state_dir}", flush=True)
     connectors = connector_names(topology.root)
+    energy_managers = energy_manager_names(topology.root)
     poller = ConnectorPoller(client, connectors)
     display = LiveDisplay(topology.site) if live else PlainDisplay()
     next_poll = 0.0
@@ -165,10 +168,12 @@ def _supervise(
                 time.sleep(_POLL_S)
                 status = _status(client, kernel)
                 views: list[ConnectorView] | None = None
-                if connectors and time.monotonic() >= next_poll:
+                plans: list[PlanView] | None = None
+                if (connectors or energy_managers) and time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + _CONNECTOR_POLL_S
                     views = poller.poll()
-                display.show(status, views)
+                    plans = poller.plans(energy_managers)
+                display.show(status, views, plans)
     except CallError as exc:
         print(f"charger.boot: the kernel stopped answering ({exc}); stopping the system", file=sys.stderr)
         return 1
