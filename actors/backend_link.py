@@ -1,5 +1,5 @@
-"""BackendLink: the station's OCPP 1.6J link to its CSMS (Core, Local Auth List Management, Remote Trigger,
-security profiles 0-3). One per station; the n-th EVSE manager wired to it is OCPP connector n.
+"""BackendLink: the station's OCPP 1.6J link to its CSMS (Core, Local Auth List Management, Reservation,
+Remote Trigger, security profiles 0-3). One per station; the n-th EVSE manager wired to it is OCPP connector n.
 
 The connection itself (websockets and the `ocpp` library) runs on this actor's asyncio I/O thread
 (`charger.actors.ocpp_link`); every decision, all state and every SQLite write stay on the actor's
@@ -18,6 +18,7 @@ thread. What it does:
   makes sure a session is reported exactly once even across a SIGKILL; at start the link compares it
   with the EVSE managers' session histories and reports what it missed while it was down.
 - CSMS requests: `charger.actors.ocpp_csms_calls`.
+- Reservations: `charger.actors.ocpp_reservations` (kept in the ledger's file, enforced by the connectors).
 - Authorization: `AuthorizeToken` answers from the local list, the cache and the CSMS (OCPP 1.6 §3.5).
 
 Reset (soft or hard) stops running transactions with reason SoftReset or HardReset, waits until
@@ -55,6 +56,7 @@ from charger.actors.ocpp_messages import (
     TokenAuthorization,
 )
 from charger.actors.ocpp_reporting import TransactionReporting
+from charger.actors.ocpp_reservations import Reservations
 from charger.actors.ocpp_station import LinkEventsToActor, StationReports
 from charger.protocols.ocpp_config import FeatureProfile, OcppConfiguration, StationFacts, standard_keys, with_defaults
 from charger.protocols.ocpp_frames import IncomingCall
@@ -67,7 +69,14 @@ from charger.ocpp_store import OcppStore
 
 __all__ = ["BackendLink"]
 
-_FEATURES = frozenset({FeatureProfile.CORE, FeatureProfile.LOCAL_AUTH_LIST_MANAGEMENT, FeatureProfile.REMOTE_TRIGGER})
+_FEATURES = frozenset(
+    {
+        FeatureProfile.CORE,
+        FeatureProfile.LOCAL_AUTH_LIST_MANAGEMENT,
+        FeatureProfile.RESERVATION,
+        FeatureProfile.REMOTE_TRIGGER,
+    }
+)
 _CLOSE_WAIT_S = 5.0
 _BOOT_FIELDS = {
     "vendor": "chargePointVendor",
@@ -96,7 +105,7 @@ _STATION = {
 }
 
 
-class BackendLink(TransactionReporting, StationReports):
+class BackendLink(TransactionReporting, StationReports, Reservations):
     description = "OCPP 1.6J backend link: boot, status, transactions (persistent queue), remote control, auth."
     provides = {"backend": BACKEND_LINK}
     requires = {
@@ -175,8 +184,10 @@ class BackendLink(TransactionReporting, StationReports):
         for meter in self.meters:
             self.subscribe(meter, PowerMeterReading)
         self.recover_unconfirmed()
+        self.init_reservations()
         for status in (yield from self.reconcile()):
             self.on_connector_status(status)
+        self.reservations_ready()
         for connector, operative in self.operative.items():
             if not operative:  # re-assert what the CSMS asked for before the restart
                 self.run_task(self.set_availability(connector, False))
@@ -395,6 +406,7 @@ class BackendLink(TransactionReporting, StationReports):
     @handles(ConnectorStatus)
     def on_status_var(self, status: ConnectorStatus) -> None:
         self.on_connector_status(status)
+        self.reservations_on_status()
         connector = self.connector_of.get(status.connector)
         if connector is not None and connector in self.scheduled:
             self.apply_scheduled_availability(connector)
@@ -408,7 +420,9 @@ class BackendLink(TransactionReporting, StationReports):
 
     @handles(AuthorizeToken)
     def on_authorize_token(self, request: AuthorizeToken) -> Generator[Pending, Any, TokenAuthorization]:
-        return (yield from self.authorize(request.id_tag))
+        verdict = yield from self.authorize(request.id_tag)
+        self.note_authorization(verdict)
+        return verdict
 
     @handles(GetBackendLinkStatus)
     def on_get_link_status(self, request: GetBackendLinkStatus) -> BackendLinkStatus:
