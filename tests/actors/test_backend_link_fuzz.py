@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.actors.test_backend_link_harness import CP_ID, Station, eventually, station
 
-UNSUPPORTED = ["ReserveNow", "CancelReservation", "SetChargingProfile", "GetDiagnostics", "UpdateFirmware", "GetLog"]
+UNSUPPORTED = ["SetChargingProfile", "GetDiagnostics", "UpdateFirmware", "GetLog"]
 CP_INITIATED = ["Authorize", "BootNotification", "Heartbeat", "MeterValues", "StatusNotification"]
 VALID = {
     "Reset": {"type": "Soft"},
@@ -101,6 +101,16 @@ def frames(draw: st.DrawFn) -> tuple[str, str | None]:
                 ("ChangeAvailability", {"connectorId": connector, "type": "Operative"}),
                 ("GetConfiguration", {"key": [draw(st.text(max_size=50))]}),
                 ("RemoteStartTransaction", {"idTag": draw(st.text(min_size=1, max_size=20)), "connectorId": connector}),
+                ("CancelReservation", {"reservationId": connector}),
+                (
+                    "ReserveNow",
+                    {
+                        "connectorId": connector,
+                        "expiryDate": "2020-01-01T00:00:00Z",  # past: answered Rejected, nothing is held
+                        "idTag": draw(st.text(min_size=1, max_size=20)),
+                        "reservationId": connector,
+                    },
+                ),
             ]
         )
     )
