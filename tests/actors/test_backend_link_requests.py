@@ -72,7 +72,8 @@ def test_configuration_is_reported_changed_refused_and_kept_across_a_kill(tmp_pa
         assert "AuthorizationKey" not in names  # write-only: never reported
         everything = {kv["key"]: kv for kv in report["configurationKey"]}
         assert everything["NumberOfConnectors"] == {"key": "NumberOfConnectors", "readonly": True, "value": "2"}
-        assert everything["SupportedFeatureProfiles"]["value"] == "Core,LocalAuthListManagement,RemoteTrigger"
+        profiles = set(everything["SupportedFeatureProfiles"]["value"].split(","))
+        assert {"Core", "LocalAuthListManagement", "Reservation", "RemoteTrigger"} <= profiles
         asked = configuration(st, "MeterValueSampleInterval", "NoSuchKey", "AuthorizationKey")
         assert asked["unknownKey"] == ["NoSuchKey"]
         assert {"key": "AuthorizationKey", "readonly": False} in asked["configurationKey"]

@@ -2,11 +2,14 @@
 managers, Auth asking the backend link), against both CSMS peers: ReserveNow and its answers, the
 reserved card starting (its StartTransaction carries the reservationId) while any other card is
 refused, parent idTags from the local list, expiry and cancellation (Reserved -> Available at the
-CSMS), connector 0 keeping the last free connector, and a reservation outliving a SIGKILL of the link.
+CSMS), connector 0 keeping the last free connector, and a reservation outliving a SIGKILL of the link
+and of the whole process tree.
 """
 
 from __future__ import annotations
 
+import json
+import textwrap
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,9 +18,23 @@ from typing import Any
 
 import pytest
 from charger.actors.charging import AuthorizeSession
+from websockets.sync.client import connect
 
 from charger.errors import CallError
-from tests.actors.test_backend_link_harness import CHARGE, TOKEN_1, Station, eventually, station
+from charger.processes import kill_all, token_processes, wait_until_gone
+from charger.testing import free_port
+from tests.actors.test_backend_link_harness import (
+    CHARGE,
+    SIL_STATION,
+    TOKEN_1,
+    TOKEN_2,
+    Station,
+    backend_config,
+    csms_on,
+    eventually,
+    station,
+)
+from tests.actors.test_backend_link_offline import _boot, _stop
 from tests.support.csms import PEER_KINDS
 
 WRONG = "WRONGCARD1"
@@ -243,3 +260,56 @@ def test_reservation_is_announced(tmp_path: Path) -> None:
         assert reserve(lt, 2, 1) == "Accepted"  # the fake connectors hold it
         bad = lt.call_action("ReserveNow", {"connectorId": 1, "expiryDate": "soon", "idTag": "X", "reservationId": 3})
         assert bad.error_code == "FormationViolation", bad
+
+
+def test_a_reservation_survives_a_sigkill_of_the_whole_box(tmp_path: Path) -> None:
+    """SIGKILL every process of the station while a connector is reserved, boot it again on the same
+    state directory: the connector still refuses other cards, the CSMS is told Reserved again, and the
+    link still holds the reservation."""
+    port = free_port()
+    site = tmp_path / "station.yaml"
+    template = textwrap.dedent(SIL_STATION)
+    site.write_text(
+        template.format(
+            admin=free_port(),
+            modbus1=free_port(),
+            modbus2=free_port(),
+            token1=TOKEN_1,
+            token2=TOKEN_2,
+            backend=json.dumps(backend_config(f"ws://127.0.0.1:{port}")),
+            auth_backend="",
+        )
+    )
+    state = tmp_path / "state"
+    first = _boot(tmp_path / "first.out", site, state)
+    try:
+        with csms_on("sim", port, tmp_path) as csms:
+            eventually((state / "api.port").exists, "the first boot", 60)
+            with connect(f"ws://127.0.0.1:{(state / 'api.port').read_text()}") as ws:
+                st = Station(None, csms, state, ws)  # type: ignore[arg-type]
+                st.wait(1, lambda s: s["state"] == "Idle" and not s["faults"])
+                eventually(lambda: st.calls("BootNotification"), "the boot", 60)
+                eventually(lambda: reserve(st, 31, 1) == "Accepted", "the reservation accepted", 30)
+                st.wait(1, lambda s: [r["reservation_id"] for r in s["reservations"]] == [31])
+            kill_all(token_processes(first[1]))  # the whole box loses power
+            first[0].wait(10)
+            assert wait_until_gone(lambda: token_processes(first[1])) == []
+            (state / "api.port").unlink()
+            after = csms.next_seq()
+            second = _boot(tmp_path / "second.out", site, state)
+            try:
+                eventually((state / "api.port").exists, "the second boot", 60)
+                with connect(f"ws://127.0.0.1:{(state / 'api.port').read_text()}") as ws:
+                    st = Station(None, csms, state, ws)  # type: ignore[arg-type]
+                    assert [r["reservation_id"] for r in st.connector(1)["reservations"]] == [31]
+                    wait_status(st, 1, "Reserved", after, timeout=60)  # the link is back and accepted
+                    st.wait(1, lambda s: s["state"] == "Idle" and not s["faults"])
+                    verdict = present(st, 1, TOKEN_2)  # on the allow list, but not the reserved card
+                    assert verdict["status"] == "NoConnector" and "reserved" in verdict["detail"], verdict
+                    assert reserve(st, 32, 1, TOKEN_2) == "Occupied"
+                    assert cancel(st, 31) == "Accepted"
+                    st.wait(1, lambda s: s["reservations"] == [])
+            finally:
+                _stop(second)
+    finally:
+        _stop(first)
