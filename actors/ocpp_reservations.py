@@ -51,6 +51,7 @@ __all__ = ["Reservations", "cancel_reservation", "reserve_now"]
 _META = "reservations"
 _PARENTS_KEPT = 256
 _PUSH_TIMEOUT_S = 5.0
+_PUSH_RETRY_S = 10.0  # after a connector did not take its share (down, or it knows no reservations)
 Holds = tuple[ConnectorReservation, ...]
 
 
@@ -59,6 +60,8 @@ class Reservations(LinkCore):
     holds_sent: dict[int, Holds]
     """Connector -> what it last acknowledged: told again only when this changes."""
     holds_in_flight: set[int]
+    holds_retry_at: dict[int, float]
+    """Connector -> when (monotonic) to tell it again after it did not take its share."""
     parents: dict[str, str | None]
     """idTag (`id_key`) -> parentIdTag of recent authorizations: which group reservation a start used."""
     reservation_timer: Timer | None
@@ -68,7 +71,7 @@ class Reservations(LinkCore):
         link has reported transactions that may have used them while it was down)."""
         stored = self.ledger.meta(_META) or []
         self.reservations = {int(r["reservation_id"]): Reservation.from_record(r) for r in stored}
-        self.holds_sent, self.holds_in_flight, self.parents = {}, set(), {}
+        self.holds_sent, self.holds_in_flight, self.holds_retry_at, self.parents = {}, set(), {}, {}
         self.reservation_timer = None
 
     def reservations_ready(self) -> None:
@@ -115,9 +118,13 @@ class Reservations(LinkCore):
         return failed
 
     def sync_holds(self) -> None:
-        """`push_holds` without waiting (after a status change, an expiry, a cancellation)."""
-        for c, holds in self._wanted_holds(time.time()).items():
-            if self.holds_sent.get(c) != holds and c not in self.holds_in_flight:
+        """`push_holds` without waiting (after a status change, an expiry, a cancellation). A connector
+        whose status shows other reservations than it took (its journal lost) is told again too."""
+        now, clock = time.time(), time.monotonic()
+        for c, holds in self._wanted_holds(now).items():
+            if c in self.holds_in_flight or clock < self.holds_retry_at.get(c, 0.0):
+                continue
+            if self.holds_sent.get(c) != holds or _live(self.status[c].reservations, now) != _live(holds, now):
                 self._push(c, holds).then(_ignore, _ignore)
 
     def _push(self, connector: int, holds: Holds) -> Pending:
@@ -126,10 +133,12 @@ class Reservations(LinkCore):
 
         def taken(_: Any) -> None:
             self.holds_in_flight.discard(connector)
+            self.holds_retry_at.pop(connector, None)
             self.holds_sent[connector] = holds
 
         def refused(exc: BaseException) -> None:
             self.holds_in_flight.discard(connector)
+            self.holds_retry_at[connector] = time.monotonic() + _PUSH_RETRY_S
             self.log.warning("connector %d did not take its reservations (%s): telling it again later", connector, exc)
 
         pending.then(taken, refused)
@@ -207,6 +216,10 @@ def _hold(r: Reservation) -> ConnectorReservation:
     return ConnectorReservation(
         reservation_id=r.reservation_id, id_tag=r.id_tag, expires_at=r.expires_at, parent_id_tag=r.parent_id_tag
     )
+
+
+def _live(holds: Holds, now: float) -> Holds:
+    return tuple(h for h in holds if h.expires_at > now)
 
 
 def _by_id(r: Reservation) -> int:
