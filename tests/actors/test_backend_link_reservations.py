@@ -204,6 +204,41 @@ def test_occupied_unavailable_and_faulted(st: Station) -> None:
     assert st.connector(2)["reservations"] == []
 
 
+def test_a_remote_start_for_the_reserved_id_tag_uses_the_reservation(st: Station) -> None:
+    after = st.csms.next_seq()
+    assert reserve(st, 23, 2) == "Accepted"
+    wait_status(st, 2, "Reserved", after)
+    assert st.call_action("RemoteStartTransaction", {"idTag": WRONG}).payload == {"status": "Accepted"}
+    assert st.connector(1)["token_id"] == WRONG  # the station chose the connector that is not reserved
+    st.api("connector.plug", connector=1, script=CHARGE)
+    st.wait(1, lambda s: s["state"] == "Charging")
+    assert st.call_action("RemoteStartTransaction", {"idTag": TOKEN_1, "connectorId": 2}).payload == {
+        "status": "Accepted"
+    }
+    st.api("connector.plug", connector=2, script=CHARGE)
+    st.wait(2, lambda s: s["state"] == "Charging" and s["token_id"] == TOKEN_1)
+    eventually(lambda: len(st.answered("StartTransaction", after)) == 2, "both StartTransactions delivered")
+    starts = {f.payload["connectorId"]: f.payload for f in st.calls("StartTransaction", after)}
+    assert "reservationId" not in starts[1] and starts[2]["reservationId"] == 23
+    finish(st, 1)
+    finish(st, 2)
+
+
+def test_change_availability_ends_the_reservation(st: Station) -> None:
+    after = st.csms.next_seq()
+    assert reserve(st, 24, 2) == "Accepted"
+    wait_status(st, 2, "Reserved", after)
+    inoperative = {"connectorId": 2, "type": "Inoperative"}
+    assert st.call_action("ChangeAvailability", inoperative).payload == {"status": "Accepted"}
+    wait_status(st, 2, "Unavailable", after)
+    st.wait(2, lambda s: s["reservations"] == [])
+    assert cancel(st, 24) == "Rejected"
+    operative = {"connectorId": 2, "type": "Operative"}
+    assert st.call_action("ChangeAvailability", operative).payload == {"status": "Accepted"}
+    st.wait(2, lambda s: s["state"] == "Idle")
+    wait_status(st, 2, "Available", st.calls("StatusNotification", after)[-1].seq)
+
+
 def test_connector_zero_keeps_the_last_free_connector(st: Station) -> None:
     after = st.csms.next_seq()
     assert reserve(st, 18, 0) == "Accepted"
