@@ -1,5 +1,4 @@
-"""The CSMS's requests to the station (OCPP 1.6 Core, Local Auth List Management, Reservation (handlers in
-`ocpp_reservations`) and Remote Trigger), each
+"""The CSMS's requests to the station (OCPP 1.6 Core, Local Auth List Management and Remote Trigger), each
 answered on the backend link's actor thread. The payload arrives as on the wire (camelCase) and has
 passed the 1.6 schema; a handler returns the CALLRESULT payload, or a `CsmsAnswer` with work to do once
 the answer is sent ("response first": TriggerMessage, Reset, a remote start that must authorize).
@@ -7,6 +6,7 @@ the answer is sent ("response first": TriggerMessage, Reset, a remote start that
 A feature that is not here (Smart Charging, Firmware Management, the security
 extensions' certificate and log requests) is answered NotSupported by the link, and is not announced
 in SupportedFeatureProfiles. Adding one is adding its handlers to `CSMS_HANDLERS` (and its profile).
+Reservation's handlers (ReserveNow, CancelReservation) live in `ocpp_reservations`.
 """
 
 from __future__ import annotations
@@ -285,6 +285,7 @@ def data_transfer(link: BackendLink, payload: dict[str, Any]) -> Result:
 
 
 CSMS_HANDLERS: dict[str, Handler] = {
+    "CancelReservation": cancel_reservation,
     "ChangeAvailability": change_availability,
     "ChangeConfiguration": change_configuration,
     "ClearCache": clear_cache,
@@ -293,11 +294,10 @@ CSMS_HANDLERS: dict[str, Handler] = {
     "GetLocalListVersion": get_local_list_version,
     "RemoteStartTransaction": remote_start_transaction,
     "RemoteStopTransaction": remote_stop_transaction,
+    "ReserveNow": reserve_now,
     "Reset": reset,
     "SendLocalList": send_local_list,
     "TriggerMessage": trigger_message,
     "UnlockConnector": unlock_connector,
-    "CancelReservation": cancel_reservation,
-    "ReserveNow": reserve_now,
 }
 """Every CSMS-initiated action the station serves (the SmartCharging seam: add its handlers here)."""
