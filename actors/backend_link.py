@@ -1,5 +1,6 @@
-"""BackendLink: the station's OCPP 1.6J link to its CSMS (Core, Local Auth List Management, Remote Trigger,
-Smart Charging, security profiles 0-3). One per station; the n-th EVSE manager wired to it is OCPP connector n.
+"""BackendLink: the station's OCPP 1.6J link to its CSMS (Core, Local Auth List Management, Reservation,
+Remote Trigger, Smart Charging, security profiles 0-3). One per station; the n-th EVSE manager wired to it
+is OCPP connector n.
 
 The connection itself (websockets and the `ocpp` library) runs on this actor's asyncio I/O thread
 (`charger.actors.ocpp_link`); every decision, all state and every SQLite write stay on the actor's
@@ -20,6 +21,7 @@ thread. What it does:
 - CSMS requests: `charger.actors.ocpp_csms_calls`.
 - Smart Charging (profiles, composite schedule, each connector's limit as this link's lease):
   `charger.actors.ocpp_smart_link`.
+- Reservations: `charger.actors.ocpp_reservations` (kept in the ledger's file, enforced by the connectors).
 - Authorization: `AuthorizeToken` answers from the local list, the cache and the CSMS (OCPP 1.6 §3.5).
 
 Reset (soft or hard) stops running transactions with reason SoftReset or HardReset, waits until
@@ -57,6 +59,7 @@ from charger.actors.ocpp_messages import (
     TokenAuthorization,
 )
 from charger.actors.ocpp_reporting import TransactionReporting
+from charger.actors.ocpp_reservations import Reservations
 from charger.actors.ocpp_smart_link import SMART_CHARGING_SCHEMA, SmartChargingLink
 from charger.actors.ocpp_station import LinkEventsToActor, StationReports
 from charger.protocols.ocpp_config import FeatureProfile, OcppConfiguration, StationFacts, standard_keys, with_defaults
@@ -76,6 +79,7 @@ _FEATURES = frozenset(
         FeatureProfile.LOCAL_AUTH_LIST_MANAGEMENT,
         FeatureProfile.REMOTE_TRIGGER,
         FeatureProfile.SMART_CHARGING,
+        FeatureProfile.RESERVATION,
     }
 )
 _CLOSE_WAIT_S = 5.0
@@ -106,7 +110,7 @@ _STATION = {
 }
 
 
-class BackendLink(TransactionReporting, StationReports):
+class BackendLink(TransactionReporting, StationReports, Reservations):
     description = "OCPP 1.6J backend link: boot, status, transactions (persistent queue), remote control, auth."
     provides = {"backend": BACKEND_LINK}
     requires = {
@@ -187,8 +191,10 @@ class BackendLink(TransactionReporting, StationReports):
         for meter in self.meters:
             self.subscribe(meter, PowerMeterReading)
         self.recover_unconfirmed()
+        self.init_reservations()
         for status in (yield from self.reconcile()):
             self.on_connector_status(status)
+        self.reservations_ready()
         for connector, operative in self.operative.items():
             if not operative:  # re-assert what the CSMS asked for before the restart
                 self.run_task(self.set_availability(connector, False))
@@ -409,6 +415,7 @@ class BackendLink(TransactionReporting, StationReports):
     @handles(ConnectorStatus)
     def on_status_var(self, status: ConnectorStatus) -> None:
         self.on_connector_status(status)
+        self.reservations_on_status()
         connector = self.connector_of.get(status.connector)
         if connector is not None:
             self.smart.status_seen(connector)
@@ -424,7 +431,9 @@ class BackendLink(TransactionReporting, StationReports):
 
     @handles(AuthorizeToken)
     def on_authorize_token(self, request: AuthorizeToken) -> Generator[Pending, Any, TokenAuthorization]:
-        return (yield from self.authorize(request.id_tag))
+        verdict = yield from self.authorize(request.id_tag)
+        self.note_authorization(verdict)
+        return verdict
 
     @handles(GetBackendLinkStatus)
     def on_get_link_status(self, request: GetBackendLinkStatus) -> BackendLinkStatus:

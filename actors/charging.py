@@ -39,6 +39,7 @@ __all__ = [
     "BoardState",
     "CarCommand",
     "ChargingSessionEvent",
+    "ConnectorReservation",
     "ConnectorStatus",
     "DescribeRig",
     "EnergyPlan",
@@ -58,6 +59,7 @@ __all__ = [
     "PresentToken",
     "ReadMeterNow",
     "ReleaseLimitLease",
+    "ReserveConnector",
     "ResumeCharging",
     "RigLayout",
     "RigState",
@@ -202,9 +204,12 @@ AUTH = Interface(
 @message
 class AuthorizeSession:
     """Authorize the waiting (or the next) session on this connector with `token_id`. Rejected when the
-    connector cannot take an authorization now (disabled, inoperative, already authorized)."""
+    connector cannot take an authorization now (disabled, inoperative, already authorized, or reserved
+    for idTags that neither `token_id` nor its `parent_id_tag` match)."""
 
     token_id: str
+    parent_id_tag: str | None = None
+    """The token's group (OCPP parentIdTag), when its authorization said: it may use a group's reservation."""
 
 
 @message
@@ -268,6 +273,25 @@ class ReleaseLimitLease:
 
 
 @message
+class ConnectorReservation:
+    """A reservation the connector honours until `expires_at` (Unix s): only `id_tag`, or a token whose
+    idTag or parent matches `id_tag` or `parent_id_tag`, may be authorized there."""
+
+    reservation_id: int
+    id_tag: str
+    expires_at: float
+    parent_id_tag: str | None = None
+
+
+@message
+class ReserveConnector:
+    """Honour exactly these reservations from now on (an empty list: none). Replaces what was held
+    before and survives a restart; a reservation past its `expires_at` is ignored."""
+
+    reservations: tuple[ConnectorReservation, ...] = ()
+
+
+@message
 class GetConnectorStatus:
     """Answered with a `ConnectorStatus`."""
 
@@ -304,6 +328,8 @@ class ConnectorStatus:
     meter_start_wh: float | None = None
     """The running transaction's start register: what its bill will count from."""
     transaction_started_at: float | None = None
+    reservations: tuple[ConnectorReservation, ...] = ()
+    """The reservations the connector honours now (`ReserveConnector`)."""
 
 
 @message
@@ -359,6 +385,7 @@ EVSE_MANAGER = Interface(
         Command(SetAvailability, Ack),
         Command(GrantLimitLease, Ack),
         Command(ReleaseLimitLease, Ack),
+        Command(ReserveConnector, Ack),
         Command(GetConnectorStatus, ConnectorStatus),
         Command(GetSessionHistory, SessionHistory),
     ),

@@ -7,6 +7,7 @@ streamed to clients that called ``events.subscribe``, as ``event`` notifications
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -272,7 +273,7 @@ def _rig(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, tup
 
 
 def _as_dict(msg: Any) -> dict[str, Any]:
-    return {name: getattr(msg, name) for name in msg.__dataclass_fields__}
+    return dataclasses.asdict(msg)  # nested messages (a connector's reservations) become objects too
 
 
 def _ok(api: ControlApi, target: str, msg: Any) -> Generator[Pending, Any, dict[str, bool]]:

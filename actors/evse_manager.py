@@ -40,6 +40,7 @@ from charger.actors.charging import (
     StopCharging,
     WithdrawAuthorization,
 )
+from charger.actors.evse_reservations import ReservationHolder
 from charger.protocols.evse_events import (
     Action,
     Authorized,
@@ -74,7 +75,7 @@ from charger.protocols.evse_events import (
 from charger.protocols.evse_session import ConnectorConfig, ConnectorMachine
 from charger.protocols.iec61851 import IecTiming, Pilot, duty_permille
 
-from charger.behaviour import Behaviour, Pending, Timer, handles
+from charger.behaviour import Pending, Timer, handles
 from charger.errors import CallError, Rejected
 from charger.interfaces import Requirement
 from charger.journal import Journal
@@ -87,7 +88,7 @@ _METER_SETTLE_TRIES = 10
 _BOARD_FAULTS = {"rcd_tripped": Fault.RCD, "diode_fault": Fault.DIODE_FAILURE}
 
 
-class EvseManager(Behaviour):
+class EvseManager(ReservationHolder):
     description = "One connector: IEC 61851-1 charging, sessions journaled, limits as leases."
     provides = {"evse": EVSE_MANAGER}
     requires = {
@@ -145,6 +146,7 @@ class EvseManager(Behaviour):
             )
         )
         self.journal = Journal(f"{self.state_dir}/{self.name}.sessions.db")
+        self.init_reservations()
         self.board_name = self.connections["board"][0]
         meters = self.connections.get("meter") or []
         self.meter_name: str | None = meters[0] if meters else None
@@ -222,6 +224,9 @@ class EvseManager(Behaviour):
             raise Rejected(f"{self.name} cannot take an authorization while {m.state.value}")
         if m.authorized or m.transaction_active:
             raise Rejected(f"{self.name} is already authorized (session {m.session_id})")
+        reserved = self.reservation_refusal(req.token_id, req.parent_id_tag)
+        if reserved is not None:
+            raise Rejected(reserved)
         self._feed(Authorized(token_id=req.token_id))
         return Ack()
 
@@ -459,6 +464,7 @@ class EvseManager(Behaviour):
             leases=m.granted_a(now),
             meter_start_wh=None if self.transaction is None else self.transaction["meter_start_wh"],
             transaction_started_at=None if self.transaction is None else self.transaction["started_at"],
+            reservations=self.reservations_now(now),
         )
 
     def _publish_status(self, *, only_if_changed: bool) -> None:

@@ -3,10 +3,11 @@ answered on the backend link's actor thread. The payload arrives as on the wire 
 passed the 1.6 schema; a handler returns the CALLRESULT payload, or a `CsmsAnswer` with work to do once
 the answer is sent ("response first": TriggerMessage, Reset, a remote start that must authorize).
 
-Smart Charging's requests are in `charger.actors.ocpp_smart_link` (`SMART_HANDLERS`). A feature that
-is not here (Reservation, Firmware Management, the security extensions' certificate and log requests)
-is answered NotSupported by the link, and is not announced in SupportedFeatureProfiles. Adding one is
-adding its handlers to `CSMS_HANDLERS` (and its profile).
+Smart Charging's requests are in `charger.actors.ocpp_smart_link` (`SMART_HANDLERS`), Reservation's
+(ReserveNow, CancelReservation) in `ocpp_reservations`. A feature that is not here (Firmware Management,
+the security extensions' certificate and log requests) is answered NotSupported by the link, and is not
+announced in SupportedFeatureProfiles. Adding one is adding its handlers to `CSMS_HANDLERS` (and its
+profile).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from charger.actors.charging import AuthorizeSession, StopCharging
 from charger.actors.ocpp_base import LINK_UNAVAILABLE, RUNNING_STATES
 from charger.actors.ocpp_link import CsmsAnswer, CsmsError, CsmsReply
+from charger.actors.ocpp_reservations import cancel_reservation, reserve_now
 from charger.actors.ocpp_smart_link import SMART_HANDLERS
 from charger.protocols.ocpp_config import ConfigurationStatus, TooManyKeys
 from charger.protocols.ocpp_frames import ErrorCode, IncomingCall
@@ -135,8 +137,12 @@ def send_local_list(link: BackendLink, payload: dict[str, Any]) -> Result:
 
 def remote_start_transaction(link: BackendLink, payload: dict[str, Any]) -> Generator[Pending, Any, Result]:
     id_tag: str = payload["idTag"]
+    parent = link.parent_of(id_tag)
     states = {c: s.state for c, s in link.status.items()}
-    operative = {c: link.operative.get(c, True) and link.station_operative for c in link.connector_of.values()}
+    operative = {
+        c: link.operative.get(c, True) and link.station_operative and not link.reserved_for_others(c, id_tag, parent)
+        for c in link.connector_of.values()
+    }
     target = remote_start_target(payload.get("connectorId"), states, operative)
     if target is None:
         return _status("Rejected")
@@ -146,7 +152,7 @@ def remote_start_transaction(link: BackendLink, payload: dict[str, Any]) -> Gene
     if link.keys.boolean("AuthorizeRemoteTxRequests"):
         return CsmsAnswer(payload=_status("Accepted"), after=lambda: _authorize_then_start(link, target, id_tag))
     try:
-        yield link.call(link.evses[target - 1], AuthorizeSession(token_id=id_tag), timeout=5.0)
+        yield link.call(link.evses[target - 1], AuthorizeSession(token_id=id_tag, parent_id_tag=parent), timeout=5.0)
     except CallError as exc:
         link.log.warning("RemoteStartTransaction on connector %d refused: %s", target, exc)
         link.smart.drop_pending(target)
@@ -157,12 +163,14 @@ def remote_start_transaction(link: BackendLink, payload: dict[str, Any]) -> Gene
 
 def _authorize_then_start(link: BackendLink, connector: int, id_tag: str) -> Generator[Pending, Any, None]:
     verdict = yield from link.authorize(id_tag)
+    link.note_authorization(verdict)
     if verdict.status != "Accepted":
         link.log.info("RemoteStartTransaction: %s is %s (%s): not started", id_tag, verdict.status, verdict.source)
         link.smart.drop_pending(connector)
         return
     try:
-        yield link.call(link.evses[connector - 1], AuthorizeSession(token_id=id_tag), timeout=5.0)
+        start = AuthorizeSession(token_id=id_tag, parent_id_tag=verdict.parent_id_tag)
+        yield link.call(link.evses[connector - 1], start, timeout=5.0)
     except CallError as exc:
         link.log.warning("RemoteStartTransaction on connector %d refused after Authorize: %s", connector, exc)
 
@@ -282,6 +290,7 @@ def data_transfer(link: BackendLink, payload: dict[str, Any]) -> Result:
 
 
 CSMS_HANDLERS: dict[str, Handler] = {
+    "CancelReservation": cancel_reservation,
     "ChangeAvailability": change_availability,
     "ChangeConfiguration": change_configuration,
     "ClearCache": clear_cache,
@@ -290,6 +299,7 @@ CSMS_HANDLERS: dict[str, Handler] = {
     "GetLocalListVersion": get_local_list_version,
     "RemoteStartTransaction": remote_start_transaction,
     "RemoteStopTransaction": remote_stop_transaction,
+    "ReserveNow": reserve_now,
     "Reset": reset,
     "SendLocalList": send_local_list,
     "TriggerMessage": trigger_message,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.actors.test_backend_link_harness import CP_ID, Station, eventually, station
 
-UNSUPPORTED = ["ReserveNow", "CancelReservation", "GetDiagnostics", "UpdateFirmware", "GetLog"]
+UNSUPPORTED = ["GetDiagnostics", "UpdateFirmware", "GetLog"]
 CP_INITIATED = ["Authorize", "BootNotification", "Heartbeat", "MeterValues", "StatusNotification"]
 VALID = {
     "Reset": {"type": "Soft"},
@@ -104,6 +104,16 @@ def frames(draw: st.DrawFn) -> tuple[str, str | None]:
                 ("SetChargingProfile", {"connectorId": connector % 4, "csChargingProfiles": draw(charging_profiles())}),
                 ("ClearChargingProfile", {"id": connector}),
                 ("GetCompositeSchedule", {"connectorId": connector % 4, "duration": draw(st.integers(0, 2**31 - 1))}),
+                ("CancelReservation", {"reservationId": connector}),
+                (
+                    "ReserveNow",
+                    {
+                        "connectorId": connector,
+                        "expiryDate": "2020-01-01T00:00:00Z",  # past: answered Rejected, nothing is held
+                        "idTag": draw(st.text(min_size=1, max_size=20)),
+                        "reservationId": connector,
+                    },
+                ),
             ]
         )
     )

@@ -75,6 +75,7 @@ def test_configuration_is_reported_changed_refused_and_kept_across_a_kill(tmp_pa
         assert set(everything["SupportedFeatureProfiles"]["value"].split(",")) == {
             "Core",
             "LocalAuthListManagement",
+            "Reservation",
             "RemoteTrigger",
             "SmartCharging",
         }
@@ -168,7 +169,7 @@ def test_callerrors_where_the_library_deviates(tmp_path: Path, peer: str) -> Non
         cases = {
             _call("FlyToTheMoon", {}): "NotImplemented",  # not an OCPP 1.6 action
             _call("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": {}}): "ProtocolError",
-            _call("ReserveNow", {}): "NotSupported",  # not supported: answered before validation
+            _call("GetDiagnostics", {}): "NotSupported",  # not supported: answered before validation
             _call("BootNotification", {"chargePointVendor": "x", "chargePointModel": "y"}): "NotSupported",
             _call("Reset", {"type": "Soft", "extra": 1}): "FormationViolation",  # not FormatViolation
             _call("Reset", {"type": "Warm"}): "FormationViolation",
