@@ -10,7 +10,10 @@ restarts, and the limit they set, sent to every connector as a lease (a part of 
 - Leases: the link is a grantor (its actor name) on every connector. Where a profile limits the
   connector, it holds a `GrantLimitLease` valid for `lease_s`, renewed at half time and at once when the
   limit changes (a period boundary, a new or cleared profile, a transaction starting or ending). Where
-  none does, it sends `ReleaseLimitLease`, so the connector goes back to the other grantors. A lease is
+  none does, it sends `ReleaseLimitLease`, so the connector goes back to the other grantors. The
+  ChargePointMaxProfile is shared by the connectors (`charger.protocols.ocpp_smart_eval`), so a
+  transaction starting or ending moves the others' limits: lowerings go out first and raises wait until
+  they are taken, so the connectors never hold more than the maximum together. A lease is
   in amperes, or in watts when every profile setting the limit counts in W (the EVSE manager converts
   with its own voltage and phases). At most one lease call is in flight per connector (DESIGN §4).
   The fence is a counter in the profile file, raised at every start of the link.
@@ -119,6 +122,8 @@ class SmartChargingLink:
         self.fence = self.file.next_fence()
         self.held: dict[int, _Held | str] = dict.fromkeys(range(1, len(link.evses) + 1), _UNKNOWN)
         self.in_flight: set[int] = set()
+        self.lowering: set[int] = set()
+        """Connectors whose lease call in flight may lower their limit: raises wait for them."""
         self.retry_at: dict[int, float] = {}
         """Connector -> when to try again after a lease call failed (not at once: it may keep failing)."""
         self.closed = False
@@ -331,6 +336,7 @@ class SmartChargingLink:
         now_dt, now = _now(), time.time()
         transactions = self.transactions()
         wake: float | None = None
+        sends: list[tuple[int, _Want | None]] = []
         for connector in self.held:
             want, until = self.want(connector, transactions, now_dt)
             if until is not None:
@@ -352,9 +358,35 @@ class SmartChargingLink:
             if want is None and held == _UNKNOWN and not self._holds_ours(connector):
                 self.held[connector] = _Held(None, now)
                 continue
-            self._send(connector, want, now)
+            sends.append((connector, want))
+        self._send_lowerings_first(sends, now)
         if wake is not None:
             self.timer = self.link.start_timer(max(wake - time.time(), _SLACK_S), self.refresh)
+
+    def _send_lowerings_first(self, sends: list[tuple[int, _Want | None]], now: float) -> None:
+        """A raise waits until no lowering is in flight, so connectors that share the
+        ChargePointMaxProfile never hold more than it together while the shares move."""
+        sends.sort(key=lambda item: not self._lowers(*item))
+        for connector, want in sends:
+            if self.lowering and not self._lowers(connector, want):
+                continue  # looked at again when the lowering settles
+            self._send(connector, want, now)
+
+    def _lowers(self, connector: int, want: _Want | None) -> bool:
+        """Whether granting `want` may lower what the connector holds from the link (unknown: it may)."""
+        held = self.held[connector]
+        if not isinstance(held, _Held):
+            return True
+        old = held.want
+        if want is None:
+            return False
+        if old is None:
+            return True
+        if want.amps is not None and old.amps is not None:
+            return want.amps < old.amps
+        if want.watts is not None and old.watts is not None:
+            return want.watts < old.watts
+        return True
 
     def _holds_ours(self, connector: int) -> bool:
         status = self.link.status.get(connector)
@@ -372,6 +404,8 @@ class SmartChargingLink:
             )
         previous = self.held[connector]
         self.in_flight.add(connector)
+        if self._lowers(connector, want):
+            self.lowering.add(connector)
 
         def taken(_: object) -> None:
             self.held[connector] = _Held(want, valid_until)
@@ -391,6 +425,7 @@ class SmartChargingLink:
     def _settled(self, connector: int) -> None:
         """A lease call ended: the limit may have changed meanwhile, and the renewal needs a timer."""
         self.in_flight.discard(connector)
+        self.lowering.discard(connector)
         if not self.closed:
             self.refresh()
 

@@ -21,6 +21,7 @@ from websockets.sync.client import connect
 from charger.processes import kill_all, token_processes, wait_until_gone
 from charger.testing import free_port
 from tests.actors.test_backend_link_harness import (
+    CHARGE,
     CP_ID,
     SIL_STATION,
     TOKEN_1,
@@ -186,6 +187,32 @@ def test_a_tx_profile_limits_its_transaction_and_ends_with_it(st: Station) -> No
     st.idle(1)
     limited(st, 1, 16)  # back to the default: the TxProfile went with its transaction
     assert st.call_action("ClearChargingProfile", {"id": 21}).payload == UNKNOWN
+
+
+def test_two_cars_share_the_charge_point_maximum_and_one_leaving_frees_it(st: Station) -> None:
+    assert set_profile(st, 0, profile(25, "ChargePointMaxProfile", [(0, 20)])) == ACCEPTED
+    for n in (1, 2):
+        limited(st, n, 20)  # no transaction: nothing flows, each may be offered all of it
+    st.charge(1, TOKEN_1)
+    st.wait(2, lambda s: s["current_limit_a"] == 0)  # connector 1 takes it all: nothing left
+    limited(st, 1, 20)
+    st.api("connector.plug", connector=2, script=CHARGE)
+    st.wait(2, lambda s: s["state"] == "WaitingForAuthentication")
+    st.api("rfid.present", token=TOKEN_2, connector=2)
+    for n in (1, 2):
+        st.wait(n, lambda s: s["current_limit_a"] == 10 and s["state"] == "Charging")
+    seen = [st.connector(n)["current_limit_a"] for n in (1, 2)]
+    assert sum(seen) <= 20, seen
+    answer = st.call_action("GetCompositeSchedule", {"connectorId": 2, "duration": 60})
+    assert [p["limit"] for p in answer.payload["chargingSchedule"]["chargingSchedulePeriod"]] == [10]
+    whole = st.call_action("GetCompositeSchedule", {"connectorId": 0, "duration": 60})
+    assert [p["limit"] for p in whole.payload["chargingSchedule"]["chargingSchedulePeriod"]] == [20]
+    st.idle(1)
+    limited(st, 2, 20)  # the car that stays gets all of it
+    assert st.connector(1)["current_limit_a"] == 0
+    st.idle(2)
+    for n in (1, 2):
+        limited(st, n, 20)
 
 
 def test_remote_start_with_a_charging_profile(st: Station) -> None:
