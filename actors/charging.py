@@ -73,6 +73,7 @@ __all__ = [
     "StopCharging",
     "TokenRead",
     "TokenVerdict",
+    "UnlockConnectorNow",
     "UnplugCar",
     "WithdrawAuthorization",
 ]
@@ -235,6 +236,13 @@ class StopCharging:
 
 
 @message
+class UnlockConnectorNow:
+    """Release the plug now (OCPP UnlockConnector, `ctl unlock`). Without a transaction a waiting session
+    ends (Finished until unplug) and the lock opens; with a transaction it is Rejected: stop it first,
+    its end releases the lock."""
+
+
+@message
 class SetAvailability:
     """Take the connector out of service (`available` false) or back in (OCPP ChangeAvailability).
 
@@ -382,6 +390,7 @@ EVSE_MANAGER = Interface(
         Command(PauseCharging, Ack),
         Command(ResumeCharging, Ack),
         Command(StopCharging, Ack),
+        Command(UnlockConnectorNow, Ack),
         Command(SetAvailability, Ack),
         Command(GrantLimitLease, Ack),
         Command(ReleaseLimitLease, Ack),

@@ -40,6 +40,7 @@ from charger.actors.charging import (
     SessionCompleted,
     SetAvailability,
     StopCharging,
+    UnlockConnectorNow,
     UnplugCar,
 )
 from charger.protocols import jsonrpc
@@ -346,6 +347,11 @@ def connector_resume(api: ControlApi, params: dict[str, Any]) -> Generator[Pendi
 @rpc("connector.stop", {"required": ["connector"], "properties": {**_CONNECTOR, "reason": {"type": "string"}}})
 def connector_stop(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
     return (yield from _ok(api, _evse(api, params), StopCharging(reason=params.get("reason", "Local"))))
+
+
+@rpc("connector.unlock", {"required": ["connector"], "properties": _CONNECTOR})
+def connector_unlock(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
+    return (yield from _ok(api, _evse(api, params), UnlockConnectorNow()))
 
 
 @rpc(

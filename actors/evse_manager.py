@@ -38,6 +38,7 @@ from charger.actors.charging import (
     SetAvailability,
     SetBoardOutputs,
     StopCharging,
+    UnlockConnectorNow,
     WithdrawAuthorization,
 )
 from charger.actors.evse_reservations import ReservationHolder
@@ -71,6 +72,7 @@ from charger.protocols.evse_events import (
     StopRequested,
     Tick,
     UnlockConnector,
+    UnlockRequested,
 )
 from charger.protocols.evse_session import ConnectorConfig, ConnectorMachine
 from charger.protocols.iec61851 import IecTiming, Pilot, duty_permille
@@ -255,6 +257,15 @@ class EvseManager(ReservationHolder):
             raise Rejected(f"unknown stop reason {req.reason!r}; one of {[r.value for r in StopReason]}") from None
         self._require_transaction()
         self._feed(StopRequested(reason=reason))
+        return Ack()
+
+    @handles(UnlockConnectorNow)
+    def on_unlock(self, req: UnlockConnectorNow) -> Ack:
+        if self.machine.transaction_active:
+            raise Rejected(f"{self.name} runs a transaction: stop it first, its end releases the lock")
+        self._feed(UnlockRequested())
+        if self.machine.locked:  # cannot happen without a transaction; a caller must not hear "unlocked"
+            raise Rejected(f"{self.name} still holds the plug ({self.machine.state.value})")
         return Ack()
 
     @handles(SetAvailability)

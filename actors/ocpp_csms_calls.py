@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from charger.actors.charging import AuthorizeSession, StopCharging
+from charger.actors.charging import AuthorizeSession, StopCharging, UnlockConnectorNow
 from charger.actors.ocpp_base import LINK_UNAVAILABLE, RUNNING_STATES
 from charger.actors.ocpp_link import CsmsAnswer, CsmsError, CsmsReply
 from charger.actors.ocpp_reservations import cancel_reservation, reserve_now
@@ -200,8 +200,13 @@ def unlock_connector(link: BackendLink, payload: dict[str, Any]) -> Generator[Pe
             link.log.warning("UnlockConnector %d: the transaction did not stop: %s", connector, exc)
             return _status("UnlockFailed")
         return _status("Unlocked")  # the EVSE manager releases the lock as the transaction ends
-    # Outside a session the EVSE manager keeps the plug unlocked; it has no command to unlock it early.
-    return _status("UnlockFailed" if status.state in _LOCKS_WITHOUT_TRANSACTION else "Unlocked")
+    if status.state in _LOCKS_WITHOUT_TRANSACTION:  # the waiting session ends, the lock opens
+        try:
+            yield link.call(link.evses[connector - 1], UnlockConnectorNow(), timeout=5.0)
+        except CallError as exc:
+            link.log.warning("UnlockConnector %d: the plug stays locked: %s", connector, exc)
+            return _status("UnlockFailed")
+    return _status("Unlocked")
 
 
 def change_availability(link: BackendLink, payload: dict[str, Any]) -> Generator[Pending, Any, Result]:

@@ -8,6 +8,7 @@
     python -m charger.ctl car 1 "draw_power_regulated 16,3;sleep 60;unplug"
     python -m charger.ctl rfid 04A1B2C3D4 [--connector 1]
     python -m charger.ctl pause 1 | resume 1 | stop 1 [--reason Local]
+    python -m charger.ctl unlock 1             # release the plug of a car no one authorized
     python -m charger.ctl disable 1 [--reason Other] | enable 1   # take out of service, or back in
     python -m charger.ctl fault 1 rcd|meter_offline|lock_failure|pilot_error_e|diode_failure [--clear]
     python -m charger.ctl lease 1 --amps 10 --valid-for 60
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         ("unplug", "pull the simulated car's plug"),
         ("pause", "pause charging"),
         ("resume", "resume charging"),
+        ("unlock", "release the plug (no transaction: the waiting session ends)"),
         ("sessions", "completed sessions, as billed"),
     ):
         sub.add_parser(name, help=text).add_argument("connector", help="connector id or EVSE manager name")

@@ -26,6 +26,7 @@ from charger.actors.charging import (
     ResumeCharging,
     SessionHistory,
     StopCharging,
+    UnlockConnectorNow,
     WithdrawAuthorization,
 )
 
@@ -164,6 +165,15 @@ class FakeEvse(Behaviour):
         self.state = "Finished"
         self._event("TransactionFinished", reason=msg.reason)
         self.publish(self._status())
+
+    @handles(UnlockConnectorNow)
+    def on_unlock(self, msg: UnlockConnectorNow) -> None:
+        self.entries.append(["unlock"])
+        if self.state == "Charging":
+            raise Rejected(f"{self.name} runs a transaction")
+        if self.state == "WaitingForAuthentication":
+            self.state = "Finished"
+            self.publish(self._status())
 
     @handles(ReserveConnector)
     def on_reserve(self, msg: ReserveConnector) -> None:
