@@ -182,7 +182,23 @@ def _connector_line(c: dict[str, Any]) -> str:
     faults = f"  faults: {', '.join(c['faults'])}" if c["faults"] else ""
     return (
         f"{c['connector']:<12} {c['pilot']} {c['state']:<26} {c['current_limit_a']:5.1f} A {power:>9} "
-        f"{energy:>11}  {c['session_id'] or '-'}  {c['last_event'] or ''}{faults}"
+        f"{energy:>11}  {c['session_id'] or '-'}  {c['last_event'] or ''}{faults}{_leases(c)}{_reservations(c)}"
+    )
+
+
+def _leases(c: dict[str, Any]) -> str:
+    """Each grantor's current, lowest (the one the connector obeys) first."""
+    leases = sorted((c.get("leases") or {}).items(), key=lambda item: (item[1], item[0]))
+    return (
+        "  leases: " + ", ".join(f"{grantor or '(unnamed)'} {amps:.1f} A" for grantor, amps in leases) if leases else ""
+    )
+
+
+def _reservations(c: dict[str, Any]) -> str:
+    return "".join(
+        f"  reserved: #{r['reservation_id']} for {r['id_tag']} until "
+        f"{time.strftime('%H:%M', time.localtime(r['expires_at']))}"
+        for r in c.get("reservations") or ()
     )
 
 

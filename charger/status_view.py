@@ -30,6 +30,7 @@ from rich.text import Text
 from charger.actors.charging import (
     ENERGY_MANAGER,
     EVSE_MANAGER,
+    ConnectorReservation,
     ConnectorStatus,
     EnergyPlan,
     GetConnectorStatus,
@@ -208,6 +209,8 @@ _COLUMNS: tuple[tuple[str, JustifyMethod, bool], ...] = (
     ("energy\n(kWh)", "right", True),
     ("session", "left", False),
     ("last event", "left", False),
+    ("leases\n(A)", "left", False),
+    ("reserved", "left", False),
 )
 _STATE_STYLES = {  # EvseState values; the others stay unstyled
     "Charging": "bold green",
@@ -245,7 +248,7 @@ def render(
 def _cells(view: ConnectorView) -> list[RenderableType]:
     s = view.status
     if s is None:
-        return [view.name, _DASH, Text(view.problem, style="yellow"), *[_DASH] * 5]
+        return [view.name, _DASH, Text(view.problem, style="yellow"), *[_DASH] * 7]
     state = Text(s.state, style=_STATE_STYLES.get(s.state, ""))
     if s.faults:
         state.append(f" ({', '.join(s.faults)})", style="bold red")
@@ -258,7 +261,26 @@ def _cells(view: ConnectorView) -> list[RenderableType]:
         _DASH if s.energy_wh is None else f"{s.energy_wh / 1000:.3f}",
         s.session_id or _DASH,
         s.last_event or _DASH,
+        leases_text(s.leases) or _DASH,
+        reservations_text(s.reservations) or _DASH,
     ]
+
+
+def leases_text(leases: Mapping[str, float]) -> str:
+    """Each grantor's current, lowest (the one the connector obeys) first: ``backend 10.0, em 16.0``."""
+    return ", ".join(f"{grantor or '(unnamed)'} {amps:.1f}" for grantor, amps in sorted(leases.items(), key=_by_amps))
+
+
+def _by_amps(item: tuple[str, float]) -> tuple[float, str]:
+    return item[1], item[0]
+
+
+def reservations_text(reservations: Sequence[ConnectorReservation]) -> str:
+    """``#21 04A1B2C3D4 until 14:05`` per reservation (local time)."""
+    return ", ".join(
+        f"#{r.reservation_id} {r.id_tag} until {time.strftime('%H:%M', time.localtime(r.expires_at))}"
+        for r in reservations
+    )
 
 
 def _supervision(system: SystemStatus | None, max_events: int) -> Text:
@@ -288,6 +310,10 @@ def change_line(view: ConnectorView) -> str:
     line += f" pilot {s.pilot}"
     if s.faults:
         line += f" faults {','.join(s.faults)}"
+    if s.leases:
+        line += f" leases {leases_text(s.leases)}"
+    if s.reservations:
+        line += f" reserved {reservations_text(s.reservations)}"
     return line
 
 
@@ -296,7 +322,9 @@ def _change_key(view: ConnectorView) -> tuple[Any, ...]:
     s = view.status
     if s is None:
         return (view.problem,)
-    return (s.state, s.pilot, round(s.current_limit_a, 1), s.session_id, tuple(s.faults))
+    leases = tuple(sorted((g, round(a, 1)) for g, a in s.leases.items()))
+    reserved = tuple(r.reservation_id for r in s.reservations)
+    return (s.state, s.pilot, round(s.current_limit_a, 1), s.session_id, tuple(s.faults), leases, reserved)
 
 
 def _plan_key(plan: PlanView) -> tuple[Any, ...]:

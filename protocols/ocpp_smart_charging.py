@@ -24,9 +24,9 @@ from charger.protocols.ocpp_smart_eval import (
     StationElectrics,
     composite_schedule,
     limit_at,
-    share_station_max,
     station_max_at,
 )
+from charger.protocols.ocpp_smart_share import share_station_max
 from charger.protocols.ocpp_smart_store import (
     STORE_FORMAT_VERSION,
     ActiveTransaction,

@@ -9,7 +9,7 @@ prevailing TxDefaultProfile; the ChargePointMaxProfile caps it, and so does the 
 
 The ChargePointMaxProfile limits the whole charge point ("the entire Charge Point", §3.13.2) and the
 specification leaves its split over the connectors to the charge point. Here it is shared
-(`share_station_max`) in its own unit, a current per phase for an A limit (every connector may load
+(`charger.protocols.ocpp_smart_share`) in its own unit, a current per phase for an A limit (every connector may load
 the same phase) or a total power for a W limit: the connectors with a running transaction get an even share,
 each capped by its own limit (TxProfile or TxDefaultProfile, and its rating), what one cannot use going
 to the others (water-filling); the connectors without a transaction split what is left evenly, so a
@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from charger.protocols.ocpp_smart_share import share_station_max
 from charger.protocols.ocpp_smart_store import ActiveTransaction, InstalledProfile, ProfileStore
 from charger.protocols.ocpp_smart_types import (
     DEFAULT_NUMBER_PHASES,
@@ -60,7 +61,6 @@ __all__ = [
     "StationElectrics",
     "composite_schedule",
     "limit_at",
-    "share_station_max",
     "station_max_at",
 ]
 
@@ -293,24 +293,6 @@ def _evaluate(scene: _Scene, connector_id: int, at: datetime) -> _Evaluation:
     else:
         value, connectors_change = _evaluate_shared(scene, connector_id, station_max, at)
     return value, _earliest(change, connectors_change)
-
-
-def share_station_max(budget_a: float, caps_a: Mapping[int, float], running: Collection[int]) -> dict[int, float]:
-    """Each connector's share of `budget_a` (the ChargePointMaxProfile, A per phase or W), given what each
-    could take on its own (`caps_a`, same unit) and which of them run a transaction; see the module
-    docstring."""
-    live = sorted((c for c in caps_a if c in running), key=lambda c: (caps_a[c], c))
-    if not live:
-        return dict.fromkeys(caps_a, budget_a)
-    shares: dict[int, float] = {}
-    left = budget_a
-    for index, connector in enumerate(live):  # smallest first: what it leaves goes to the larger ones
-        shares[connector] = max(0.0, min(caps_a[connector], left / (len(live) - index)))
-        left -= shares[connector]
-    idle = [c for c in caps_a if c not in shares]
-    for connector in idle:
-        shares[connector] = max(0.0, left) / len(idle)
-    return shares
 
 
 def _evaluate_shared(scene: _Scene, connector_id: int, station_max: _Hit, at: datetime) -> _Evaluation:

@@ -274,7 +274,7 @@ def test_a_reservation_survives_a_sigkill_of_the_backend_link(st: Station) -> No
     assert reserve(st, 21, 2) == "Accepted"
     st.wait(2, lambda s: [r["reservation_id"] for r in s["reservations"]] == [21])
     st.kill_backend()
-    eventually(lambda: st.link().online and st.link().registration == "Accepted", "the link back")
+    st.link_when(lambda s: s.online and s.registration == "Accepted", "the link back")
     assert reserve(st, 22, 2, WRONG) == "Occupied"  # the restarted link knows it
     direct_authorize_refused(st, 2, WRONG)
     after = st.csms.next_seq()

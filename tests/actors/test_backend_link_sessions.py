@@ -167,6 +167,7 @@ def test_unlock_connector_ends_a_session_waiting_for_authorization(st: Station) 
         st.api("connector.unlock", connector=2)
     assert st.connector(2)["state"] == "Charging"
     st.idle(2)
+    assert st.billed(2, before)["stop_reason"] == "EVDisconnected"  # billed before the next test counts
 
 
 def test_an_invalid_id_tag_in_start_transaction_conf_stops_the_transaction(st: Station) -> None:

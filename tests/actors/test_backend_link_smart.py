@@ -234,7 +234,7 @@ def test_profiles_and_leases_survive_a_kill_of_the_link(st: Station) -> None:
     assert set_profile(st, 0, profile(40, "TxDefaultProfile", [(0, 13)])) == ACCEPTED
     before = limited(st, 1, 13)["lease_until"]
     st.kill_backend()
-    eventually(lambda: st.link().registration == "Accepted" and st.link().online, "the link back")
+    st.link_when(lambda s: s.registration == "Accepted" and s.online, "the link back")
     st.wait(1, lambda s: s["lease_until"] > before and s["leases"].get(GRANTOR) == 13)  # renewed by the new link
     answer = st.call_action("GetCompositeSchedule", {"connectorId": 2, "duration": 10})
     assert [p["limit"] for p in answer.payload["chargingSchedule"]["chargingSchedulePeriod"]] == [13]

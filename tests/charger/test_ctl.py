@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from charger.ctl import _parser, _shortcut, next_clock_time
+from charger.ctl import _connector_line, _parser, _shortcut, next_clock_time
 
 
 @pytest.mark.parametrize(
@@ -21,6 +21,7 @@ from charger.ctl import _parser, _shortcut, next_clock_time
         ),
         (["enable", "2"], "connector.availability", {"available": True, "connector": "2"}),
         (["pause", "1"], "connector.pause", {"connector": "1"}),
+        (["unlock", "2"], "connector.unlock", {"connector": "2"}),
         (["fault", "1", "rcd", "--clear"], "connector.fault", {"fault": "rcd", "active": False, "connector": "1"}),
         (["lease", "1", "--amps", "10"], "connector.lease", {"amps": 10.0, "valid_for_s": 60.0, "connector": "1"}),
         (["need", "1", "--kwh", "12.5"], "energy.session", {"energy_kwh": 12.5, "departure": None, "connector": "1"}),
@@ -52,3 +53,23 @@ def test_need_departs_at_the_next_time_the_clock_shows() -> None:
 def test_a_cap_for_a_while_ends_then() -> None:
     _, params = _shortcut(_parser().parse_args(["cap", "feeder", "--amps", "16", "--valid-for", "600"]))
     assert params["amps"] == 16.0 and time.time() + 590 < params["valid_until"] <= time.time() + 600
+
+
+def test_a_connector_line_shows_its_leases_lowest_first_and_its_reservations() -> None:
+    status = {
+        "connector": "evse-1",
+        "pilot": "B",
+        "state": "WaitingForAuthentication",
+        "current_limit_a": 10.0,
+        "power_w": None,
+        "energy_wh": None,
+        "session_id": "evse-1-4",
+        "last_event": "AuthRequired",
+        "faults": [],
+        "leases": {"energy-manager": 16.0, "backend": 10.0},
+        "reservations": [{"reservation_id": 21, "id_tag": "04A1B2C3D4", "expires_at": 0.0, "parent_id_tag": None}],
+    }
+    line = _connector_line(status)
+    until = time.strftime("%H:%M", time.localtime(0.0))
+    assert line.endswith(f"  leases: backend 10.0 A, energy-manager 16.0 A  reserved: #21 for 04A1B2C3D4 until {until}")
+    assert "leases" not in _connector_line({**status, "leases": {}, "reservations": []})

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from charger.actors.charging import (
+    ConnectorReservation,
     ConnectorStatus,
     EnergyPlan,
     EvseAllocation,
@@ -160,20 +161,32 @@ def test_render_shows_a_row_per_connector_with_every_column() -> None:
         "1.235",
         "evse-1-3",
         "ChargingStarted",
+        "-",
+        "-",
     ]
     assert row_of(text, "evse-2")[:3] == ["evse-2", "C", "Available"]
+
+
+def test_render_shows_the_leases_lowest_first_and_the_reservations() -> None:
+    reservation = ConnectorReservation(reservation_id=21, id_tag="04A1B2C3D4", expires_at=0.0)
+    view = status(leases={"energy-manager": 16.0, "backend": 10.0}, reservations=(reservation,))
+    row = row_of(text_of(render([ConnectorView("evse-1", view)], system()), width=220), "evse-1")
+    until = time.strftime("%H:%M", time.localtime(0.0))
+    assert row[-2:] == ["backend 10.0, energy-manager 16.0", f"#21 04A1B2C3D4 until {until}"]
+    line = change_line(ConnectorView("evse-1", view))
+    assert line.endswith(f"leases backend 10.0, energy-manager 16.0 reserved #21 04A1B2C3D4 until {until}")
 
 
 def test_render_shows_missing_values_as_dashes_and_faults_in_the_state() -> None:
     idle = status(power_w=None, energy_wh=None, session_id=None, last_event=None, state="Inoperative", faults=["rcd"])
     text = text_of(render([ConnectorView("evse-1", idle)], system()))
-    assert row_of(text, "evse-1") == ["evse-1", "C", "Inoperative (rcd)", "16.0", "-", "-", "-", "-"]
+    assert row_of(text, "evse-1") == ["evse-1", "C", "Inoperative (rcd)", "16.0", "-", "-", "-", "-", "-", "-"]
 
 
 def test_a_connector_without_status_says_why_instead_of_breaking_the_table() -> None:
     views = [ConnectorView("evse-1", problem="restarting"), ConnectorView("evse-2", problem="no answer")]
     text = text_of(render(views, system()))
-    assert row_of(text, "evse-1") == ["evse-1", "-", "restarting", "-", "-", "-", "-", "-"]
+    assert row_of(text, "evse-1") == ["evse-1", "-", "restarting", *["-"] * 7]
     assert row_of(text, "evse-2")[2] == "no answer"
 
 
