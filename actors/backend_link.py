@@ -1,5 +1,6 @@
-"""BackendLink: the station's OCPP 1.6J link to its CSMS (Core, Local Auth List Management, Remote Trigger,
-security profiles 0-3). One per station; the n-th EVSE manager wired to it is OCPP connector n.
+"""BackendLink: the station's OCPP 1.6J link to its CSMS (Core, Firmware Management, Local Auth List
+Management, Remote Trigger, security profiles 0-3 and the Security Whitepaper's extensions). One per
+station; the n-th EVSE manager wired to it is OCPP connector n.
 
 The connection itself (websockets and the `ocpp` library) runs on this actor's asyncio I/O thread
 (`charger.actors.ocpp_link`); every decision, all state and every SQLite write stay on the actor's
@@ -17,7 +18,8 @@ thread. What it does:
   with TransactionMessageAttempts and TransactionMessageRetryInterval. The ledger (`ocpp_ledger`)
   makes sure a session is reported exactly once even across a SIGKILL; at start the link compares it
   with the EVSE managers' session histories and reports what it missed while it was down.
-- CSMS requests: `charger.actors.ocpp_csms_calls`.
+- CSMS requests: `charger.actors.ocpp_csms_calls`; Firmware Management and the Security Whitepaper's
+  requests and security events: `charger.actors.ocpp_maintenance` (firmware, diagnostics, security).
 - Authorization: `AuthorizeToken` answers from the local list, the cache and the CSMS (OCPP 1.6 §3.5).
 
 Reset (soft or hard) stops running transactions with reason SoftReset or HardReset, waits until
@@ -45,6 +47,8 @@ from charger.actors.charging import (
 )
 from charger.actors.ocpp_base import LINK_UNAVAILABLE
 from charger.actors.ocpp_csms_calls import CSMS_HANDLERS, serve_csms_call
+from charger.actors.ocpp_diagnostics import UploadJobs
+from charger.actors.ocpp_firmware import FIRMWARE_CONFIG, FirmwareJobs
 from charger.actors.ocpp_ledger import Ledger
 from charger.actors.ocpp_link import CsmsError, CsmsReply, LinkSettings, OcppLink
 from charger.actors.ocpp_messages import (
@@ -55,6 +59,7 @@ from charger.actors.ocpp_messages import (
     TokenAuthorization,
 )
 from charger.actors.ocpp_reporting import TransactionReporting
+from charger.actors.ocpp_security import SecurityCenter
 from charger.actors.ocpp_station import LinkEventsToActor, StationReports
 from charger.protocols.ocpp_config import FeatureProfile, OcppConfiguration, StationFacts, standard_keys, with_defaults
 from charger.protocols.ocpp_frames import IncomingCall
@@ -67,7 +72,14 @@ from charger.ocpp_store import OcppStore
 
 __all__ = ["BackendLink"]
 
-_FEATURES = frozenset({FeatureProfile.CORE, FeatureProfile.LOCAL_AUTH_LIST_MANAGEMENT, FeatureProfile.REMOTE_TRIGGER})
+_FEATURES = frozenset(
+    {
+        FeatureProfile.CORE,
+        FeatureProfile.FIRMWARE_MANAGEMENT,
+        FeatureProfile.LOCAL_AUTH_LIST_MANAGEMENT,
+        FeatureProfile.REMOTE_TRIGGER,
+    }
+)
 _CLOSE_WAIT_S = 5.0
 _BOOT_FIELDS = {
     "vendor": "chargePointVendor",
@@ -122,6 +134,7 @@ class BackendLink(TransactionReporting, StationReports):
             "client_cert_file": {**_FILE, "description": "Profile 3: PEM client certificate (chain)."},
             "client_key_file": {**_FILE, "description": "Profile 3: its PEM private key."},
             "station": _STATION,
+            "firmware": FIRMWARE_CONFIG,
             "configuration": {
                 "type": "object",
                 "default": {},
@@ -170,6 +183,8 @@ class BackendLink(TransactionReporting, StationReports):
         self.scheduled = {int(c): bool(v) for c, v in (self.ledger.meta("scheduled") or {}).items()}
         self.station_operative = self.ledger.meta("station_operative") is not False
         self.init_reports()
+        self.security, self.firmware, self.uploads = SecurityCenter(self), FirmwareJobs(self), UploadJobs(self)
+        self.security.started()
         for evse in self.evses:
             self.subscribe(evse, ConnectorStatus, ChargingSessionEvent, SessionCompleted)
         for meter in self.meters:
@@ -202,7 +217,7 @@ class BackendLink(TransactionReporting, StationReports):
                 asyncio.run_coroutine_threadsafe(link.close(), self._rt.io().loop).result(timeout=_CLOSE_WAIT_S)
             except Exception as exc:  # noqa: BLE001 - a stuck close must not keep the actor from exiting
                 self.log.warning("backend link: closing the connection failed: %s", exc)
-        for closable in (getattr(self, "store", None), getattr(self, "ledger", None)):
+        for closable in (getattr(self, "store", None), getattr(self, "ledger", None), getattr(self, "security", None)):
             if closable is not None:
                 closable.close()
 
@@ -279,6 +294,7 @@ class BackendLink(TransactionReporting, StationReports):
             self.arm_meter_timers()
         elif key == "MinimumStatusDuration":
             self.flush_statuses()
+        self.security.configuration_changed(key)
         if link_setting:
             settings = self.settings = self._link_settings()
 
@@ -306,6 +322,7 @@ class BackendLink(TransactionReporting, StationReports):
 
     def on_connect_failed(self, reason: str, retry_in_s: float) -> None:
         self.last_error = reason
+        self.security.connect_failed(reason)
         self.log.warning("cannot connect to the CSMS (%s); next try in %.1f s", reason, retry_in_s)
 
     def on_csms_call(self, connection: int, call: IncomingCall, reply: CsmsReply) -> None:

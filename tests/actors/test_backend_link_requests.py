@@ -72,7 +72,10 @@ def test_configuration_is_reported_changed_refused_and_kept_across_a_kill(tmp_pa
         assert "AuthorizationKey" not in names  # write-only: never reported
         everything = {kv["key"]: kv for kv in report["configurationKey"]}
         assert everything["NumberOfConnectors"] == {"key": "NumberOfConnectors", "readonly": True, "value": "2"}
-        assert everything["SupportedFeatureProfiles"]["value"] == "Core,LocalAuthListManagement,RemoteTrigger"
+        assert (
+            everything["SupportedFeatureProfiles"]["value"]
+            == "Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger"
+        )
         asked = configuration(st, "MeterValueSampleInterval", "NoSuchKey", "AuthorizationKey")
         assert asked["unknownKey"] == ["NoSuchKey"]
         assert {"key": "AuthorizationKey", "readonly": False} in asked["configurationKey"]
@@ -145,8 +148,12 @@ def test_data_transfer_and_trigger_message(tmp_path: Path, peer: str) -> None:
         after = st.csms.next_seq()
         assert st.call_action("TriggerMessage", {"requestedMessage": "BootNotification"}).payload == ACCEPTED
         st.wait_call("BootNotification", after)
+        after = st.csms.next_seq()
         firmware = {"requestedMessage": "FirmwareStatusNotification"}
-        assert st.call_action("TriggerMessage", firmware).payload == {"status": "NotImplemented"}
+        assert st.call_action("TriggerMessage", firmware).payload == ACCEPTED
+        assert st.wait_call("FirmwareStatusNotification", after).payload == {"status": "Idle"}
+        certificate = {"requestedMessage": "SignChargePointCertificate"}
+        assert st.call_action("ExtendedTriggerMessage", certificate).payload == {"status": "NotImplemented"}
         nowhere = {"requestedMessage": "StatusNotification", "connectorId": 9}
         assert st.call_action("TriggerMessage", nowhere).payload == {"status": "Rejected"}
         assert st.csms.invalid_inbound() == []
