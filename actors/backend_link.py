@@ -294,7 +294,6 @@ class BackendLink(TransactionReporting, StationReports):
             self.arm_meter_timers()
         elif key == "MinimumStatusDuration":
             self.flush_statuses()
-        self.security.configuration_changed(key)
         if link_setting:
             settings = self.settings = self._link_settings()
 

@@ -91,6 +91,7 @@ def change_configuration(link: BackendLink, payload: dict[str, Any]) -> Result:
     if change.stores and change.value is not None:
         link.store.config.save(change.key, change.value)  # on disk before the CSMS hears Accepted
         link.keys.apply(change)
+        link.security.configuration_changed(change.key)
         if change.status is ConfigurationStatus.ACCEPTED:
             link.configuration_changed(change.key, link_setting=change.key in _LINK_KEYS)
     why = f" ({change.reason})" if change.reason else ""  # a reason never contains the value

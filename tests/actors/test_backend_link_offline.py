@@ -124,7 +124,8 @@ def test_a_killed_backend_link_with_an_undelivered_start_loses_nothing(tmp_path:
         st.kill_backend()
         st.idle(1)
         bill = st.billed(1, before)
-        eventually(lambda: st.link().queued_messages == 2, "the StopTransaction queued after the restart")
+        # behind the Start: the restarted link's StartupOfTheDevice security event, then the Stop
+        eventually(lambda: st.link().queued_messages == 3, "the StopTransaction queued after the restart")
         st.csms.go_online()  # type: ignore[attr-defined]
         st.wait_drained()
         assert [f.action for f in transaction_messages(st)] == ["StartTransaction", "StopTransaction"]
