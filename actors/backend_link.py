@@ -163,6 +163,7 @@ class BackendLink(TransactionReporting, StationReports):
         self.connector_of = {name: i + 1 for i, name in enumerate(self.evses)}
         self.store = OcppStore(self.state_dir, self.name)
         self.ledger = Ledger(os.path.join(self.state_dir, f"{self.name}-sessions.db"))
+        self.security, self.firmware, self.uploads = SecurityCenter(self), FirmwareJobs(self), UploadJobs(self)
         self.keys = self._configuration()
         self.local_list = self.store.auth.load_local_list()
         self.cache = self.store.auth.load_cache(self.keys.integer("LocalAuthListMaxLength"))
@@ -183,7 +184,6 @@ class BackendLink(TransactionReporting, StationReports):
         self.scheduled = {int(c): bool(v) for c, v in (self.ledger.meta("scheduled") or {}).items()}
         self.station_operative = self.ledger.meta("station_operative") is not False
         self.init_reports()
-        self.security, self.firmware, self.uploads = SecurityCenter(self), FirmwareJobs(self), UploadJobs(self)
         self.security.started()
         for evse in self.evses:
             self.subscribe(evse, ConnectorStatus, ChargingSessionEvent, SessionCompleted)
@@ -253,14 +253,16 @@ class BackendLink(TransactionReporting, StationReports):
     def _link_settings(self) -> LinkSettings:
         keys, cfg = self.keys, self.config
         ping = keys.integer("WebSocketPingInterval")
+        signed = self.security.client_files()  # CertificateSigned replaces the configured certificate
+        cert_file, key_file = signed or (self._path(cfg["client_cert_file"]), self._path(cfg["client_key_file"]))
         return LinkSettings(
             url=endpoint_url(cfg["csms_url"], cfg["charge_point_id"]),
             charge_point_id=cfg["charge_point_id"],
             security_profile=max(cfg["security_profile"], keys.integer("SecurityProfile")),  # never a downgrade
             password=keys.authorization_password(),
             ca_file=self._path(cfg["ca_file"]),
-            client_cert_file=self._path(cfg["client_cert_file"]),
-            client_key_file=self._path(cfg["client_key_file"]),
+            client_cert_file=cert_file,
+            client_key_file=key_file,
             ping_interval_s=float(ping) if ping > 0 else None,
             open_timeout_s=cfg["open_timeout_s"],
             response_timeout_s=cfg["response_timeout_s"],

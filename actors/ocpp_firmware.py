@@ -178,8 +178,10 @@ def _certificate_problem(link: BackendLink, pem: str) -> str | None:
 
 
 def _notify(link: BackendLink, job: FirmwareJob, status: FirmwareStatus) -> Generator[Pending, Any, None]:
+    if not link.firmware.is_current(job):
+        return  # replaced by a newer request, which does the reporting
     job.status = status
-    if status in _FINAL and link.firmware.is_current(job):
+    if status in _FINAL:
         link.firmware.current = None  # done before the CSMS hears it: its next request finds the station free
     link.log.info("firmware update: %s", status.value)
     call = firmware_notification(job.request.request_id, status)
@@ -216,7 +218,7 @@ def _download_verify_install(
         if request.signed:
             yield from _notify(link, job, FirmwareStatus.DOWNLOAD_SCHEDULED)
         yield link.sleep(wait)
-    if not jobs.is_current(job) or not (yield from _download(link, jobs, job, image)):
+    if not jobs.is_current(job) or not (yield from _download(link, jobs, job, image)) or not jobs.is_current(job):
         return
     yield from _notify(link, job, FirmwareStatus.DOWNLOADED)
     sha256, problem = yield link.run_io(_inspect, image, request)

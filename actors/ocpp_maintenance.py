@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from charger.actors.ocpp_diagnostics import DIAGNOSTICS_HANDLERS, send_diagnostics_status, send_log_status
 from charger.actors.ocpp_firmware import FIRMWARE_HANDLERS, send_firmware_status
-from charger.actors.ocpp_security import SECURITY_HANDLERS
+from charger.actors.ocpp_security import SECURITY_HANDLERS, request_client_certificate
 
 __all__ = ["MAINTENANCE_HANDLERS", "MAINTENANCE_TRIGGERS"]
 
@@ -16,4 +16,5 @@ MAINTENANCE_TRIGGERS = {
     "DiagnosticsStatusNotification": send_diagnostics_status,
     "FirmwareStatusNotification": send_firmware_status,
     "LogStatusNotification": send_log_status,
+    "SignChargePointCertificate": request_client_certificate,
 }

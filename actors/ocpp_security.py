@@ -9,6 +9,11 @@
   FailedToAuthenticateAtCentralSystem (a refused TLS certificate or HTTP 401, at most once an hour).
   The station does not set the system clock and never clears its security log, so SettingSystemTime
   and SecurityLogWasCleared do not happen.
+- ExtendedTriggerMessage(SignChargePointCertificate) makes a new key and sends its CSR in
+  SignCertificate (A02/A03: CN = the charge point id, O = CpoName); CertificateSigned with a chain for
+  that key, valid and unbroken, makes it the client certificate of security profile 3 from the next
+  connection on (``<link>-client.pem`` and ``.key`` in the state directory, over the configured
+  ``client_cert_file``); a bad chain is Rejected with the InvalidChargePointCertificate event.
 - InstallCertificate, GetInstalledCertificateIds and DeleteCertificate (M03-M05) keep
   CentralSystemRootCertificate and ManufacturerRootCertificate roots in the security store, named by
   their CertificateHashData. An installed ManufacturerRootCertificate is trusted for signed firmware
@@ -17,29 +22,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+from charger.actors.ocpp_base import LINK_UNAVAILABLE
+from charger.actors.ocpp_link import CsmsError
 from charger.actors.ocpp_security_store import SecurityStore
 from charger.protocols.ocpp_certificates import (
     CertificateProblem,
     HashData,
     hash_data,
     load_certificate,
+    make_csr,
     root_problem,
+    signed_chain_problem,
 )
 from charger.protocols.ocpp_firmware import CRITICAL_SECURITY_EVENTS, SecurityEvent
 from charger.protocols.ocpp_meter import ocpp_time
 from cryptography import x509
 
+from charger.behaviour import Pending
 from charger.ocpp_store import SECURITY_EVENT
 
 if TYPE_CHECKING:
     from charger.actors.backend_link import BackendLink
 
-__all__ = ["SECURITY_HANDLERS", "SecurityCenter"]
+__all__ = ["SECURITY_HANDLERS", "SecurityCenter", "request_client_certificate"]
 
 _TECH_INFO_MAX = 255
 _CONNECT_EVENT_EVERY_S = 3600.0
@@ -56,6 +68,29 @@ class SecurityCenter:
 
     def close(self) -> None:
         self.store.close()
+
+    def _client_path(self, suffix: str) -> str:
+        return os.path.join(self.link.state_dir, f"{self.link.name}-client{suffix}")
+
+    def client_files(self) -> tuple[str, str] | None:
+        """The client certificate chain and key the CSMS signed (CertificateSigned), if there are any."""
+        chain, key = self._client_path(".pem"), self._client_path(".key")
+        return (chain, key) if os.path.exists(chain) and os.path.exists(key) else None
+
+    def new_key_for_csr(self, key_pem: bytes) -> None:
+        _write_private(self._client_path("-pending.key"), key_pem)
+
+    def pending_key(self) -> bytes | None:
+        with contextlib.suppress(FileNotFoundError), open(self._client_path("-pending.key"), "rb") as file:
+            return file.read()
+        return None
+
+    def adopt_client_certificate(self, chain_pem: str) -> None:
+        """The signed chain and its pending key become the client certificate (the key file last:
+        `client_files` sees both or the old pair)."""
+        _write_private(self._client_path(".pem.new"), chain_pem.encode())
+        os.replace(self._client_path(".pem.new"), self._client_path(".pem"))
+        os.replace(self._client_path("-pending.key"), self._client_path(".key"))
 
     def event(self, kind: SecurityEvent, tech_info: str | None = None) -> None:
         """Log a security event; queue its notification if it is a critical one."""
@@ -118,6 +153,51 @@ class SecurityCenter:
         return roots
 
 
+def _write_private(path: str, data: bytes) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+# --- the station's own certificate (Security Whitepaper A02/A03) ----------------------------------------
+
+
+def request_client_certificate(link: BackendLink, connector: int | None) -> Generator[Pending, Any, None]:
+    """ExtendedTriggerMessage(SignChargePointCertificate): a new key, and its CSR to the CSMS."""
+    key_pem, csr = make_csr(link.config["charge_point_id"], link.keys.text("CpoName"))
+    link.security.new_key_for_csr(key_pem)
+    try:
+        result = yield link.call_csms("SignCertificate", {"csr": csr}, triggered=True)
+    except (*LINK_UNAVAILABLE, CsmsError) as exc:
+        link.log.warning("SignCertificate failed: %s", exc)
+        return
+    link.log.info("SignCertificate: %s", result["status"])
+
+
+def certificate_signed(link: BackendLink, payload: dict[str, Any]) -> dict[str, Any]:
+    chain = payload["certificateChain"]
+    key = link.security.pending_key()
+    if key is None:
+        link.log.warning("CertificateSigned: Rejected (no SignCertificate is pending)")
+        return {"status": "Rejected"}
+    limit = link.keys.integer("CertificateSignedMaxChainSize")
+    problem = (
+        f"the chain is longer than CertificateSignedMaxChainSize ({limit})"
+        if 0 < limit < len(chain)
+        else signed_chain_problem(chain, key)
+    )
+    if problem is not None:
+        link.log.warning("CertificateSigned: Rejected (%s)", problem)
+        link.security.event(SecurityEvent.INVALID_CHARGE_POINT_CERTIFICATE, problem)
+        return {"status": "Rejected"}
+    link.security.adopt_client_certificate(chain)
+    link.configuration_changed("CertificateSigned", link_setting=True)  # a new client certificate
+    link.log.info("CertificateSigned: Accepted; the new client certificate is used from the next connection")
+    return {"status": "Accepted"}
+
+
 # --- certificate management (Security Whitepaper M03-M05) ----------------------------------------------
 
 
@@ -166,6 +246,7 @@ def delete_certificate(link: BackendLink, payload: dict[str, Any]) -> dict[str, 
 
 
 SECURITY_HANDLERS = {
+    "CertificateSigned": certificate_signed,
     "DeleteCertificate": delete_certificate,
     "GetInstalledCertificateIds": get_installed_certificate_ids,
     "InstallCertificate": install_certificate,

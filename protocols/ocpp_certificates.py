@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
 
 __all__ = [
     "CertificateProblem",
@@ -30,7 +32,9 @@ __all__ = [
     "HashData",
     "hash_data",
     "load_certificate",
+    "make_csr",
     "root_problem",
+    "signed_chain_problem",
     "signing_certificate_problem",
     "verify_firmware_signature",
 ]
@@ -205,4 +209,42 @@ def verify_firmware_signature(certificate: x509.Certificate, image: bytes, signa
             return f"unsupported signing key type {type(key).__name__}"
     except InvalidSignature:
         return "the signature does not match the image"
+    return None
+
+
+def make_csr(charge_point_id: str, organization: str | None) -> tuple[bytes, str]:
+    """A new EC P-256 key (PKCS#8 PEM, unencrypted: keep it private) and a CSR for it (PEM) with
+    CN = the charge point id and O = the CPO's name (Security Whitepaper A02)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, charge_point_id)]
+    if organization:
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attributes)).sign(key, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def signed_chain_problem(chain_pem: str, key_pem: bytes, now: datetime | None = None) -> str | None:
+    """Why a CertificateSigned chain cannot become the station's client certificate, or None: the
+    first certificate must be for `key_pem`'s key, and every certificate valid now and signed by the
+    next one in the chain."""
+    now = now or datetime.now(UTC)
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem.encode())
+    except ValueError as exc:
+        return f"not a PEM certificate chain: {exc}"
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    mine = key.public_key().public_bytes(serialization.Encoding.DER, spki)
+    if chain[0].public_key().public_bytes(serialization.Encoding.DER, spki) != mine:
+        return "the certificate is not for the key of the last SignCertificate"
+    for certificate in chain:
+        problem = _validity_problem(certificate, now)
+        if problem is not None:
+            return problem
+    for certificate, issuer in itertools.pairwise(chain):
+        if not _signed_by(certificate, issuer):
+            return "the chain is broken: a certificate is not signed by the next one"
     return None

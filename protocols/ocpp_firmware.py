@@ -87,6 +87,7 @@ class SecurityEvent(enum.StrEnum):
     INVALID_FIRMWARE_SIGNATURE = "InvalidFirmwareSignature"
     INVALID_FIRMWARE_SIGNING_CERTIFICATE = "InvalidFirmwareSigningCertificate"
     INVALID_CENTRAL_SYSTEM_CERTIFICATE = "InvalidCentralSystemCertificate"
+    INVALID_CHARGE_POINT_CERTIFICATE = "InvalidChargePointCertificate"
 
 
 CRITICAL_SECURITY_EVENTS = frozenset(
@@ -98,6 +99,7 @@ CRITICAL_SECURITY_EVENTS = frozenset(
         SecurityEvent.INVALID_FIRMWARE_SIGNATURE,
         SecurityEvent.INVALID_FIRMWARE_SIGNING_CERTIFICATE,
         SecurityEvent.INVALID_CENTRAL_SYSTEM_CERTIFICATE,
+        SecurityEvent.INVALID_CHARGE_POINT_CERTIFICATE,
     }
 )
 """Sent to the CSMS (the Whitepaper's "critical" ones); the others are only written to the security log."""

@@ -168,13 +168,14 @@ def _signed_request(
     request_id: int,
     rogue: bool = False,
     signed: bytes | None = None,
+    retrieve_in_s: float = 0.0,
 ) -> dict[str, Any]:
     return {
         "requestId": request_id,
         "retries": 0,
         "firmware": {
             "location": location,
-            "retrieveDateTime": _now(),
+            "retrieveDateTime": _now(retrieve_in_s),
             "signingCertificate": pki.rogue_signing_pem if rogue else pki.signing_pem,
             "signature": pki.sign(image if signed is None else signed, rogue=rogue),
         },
@@ -231,3 +232,29 @@ def test_an_installed_manufacturer_root_is_trusted_for_signed_firmware(tmp_path:
         assert st.call_action("SignedUpdateFirmware", request).payload == {"status": "Accepted"}
         wait_status(st, "SignedFirmwareStatusNotification", after, "Installed")
         assert [r["signed"] for r in installed(st)] == [True]
+
+
+def test_a_newer_signed_request_cancels_a_scheduled_one(tmp_path: Path, files: FileServer) -> None:
+    pki = make_firmware_signing()
+    (tmp_path / "maker-ca.pem").write_text(pki.root_pem)
+    with station(tmp_path, light=True, firmware={"signing_ca_file": str(tmp_path / "maker-ca.pem")}) as st:
+        accepted(st)
+        action = "SignedFirmwareStatusNotification"
+        after = st.csms.next_seq()
+        later = _signed_request(pki, files.url(FW_PATH), IMAGE, request_id=31, retrieve_in_s=4.0)
+        assert st.call_action("SignedUpdateFirmware", later).payload == {"status": "Accepted"}
+        assert st.wait_call(action, after).payload == {"status": "DownloadScheduled", "requestId": 31}
+        now = _signed_request(pki, files.url(FW_PATH), IMAGE, request_id=32)
+        assert st.call_action("SignedUpdateFirmware", now).payload == {"status": "AcceptedCanceled"}
+        wait_status(st, action, after, "Installed")
+        time.sleep(5.0)  # past the first request's retrieveDateTime: it stays cancelled
+        reported = [(f.payload["requestId"], f.payload["status"]) for f in st.calls(action, after)]
+        assert reported == [
+            (31, "DownloadScheduled"),
+            (32, "Downloading"),
+            (32, "Downloaded"),
+            (32, "SignatureVerified"),
+            (32, "Installing"),
+            (32, "Installed"),
+        ]
+        assert files.hits("GET", FW_PATH) == 1 and len(installed(st)) == 1

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.actors.test_backend_link_harness import CP_ID, Station, eventually, station
 
-UNSUPPORTED = ["ReserveNow", "CancelReservation", "SetChargingProfile", "ClearChargingProfile", "CertificateSigned"]
+UNSUPPORTED = ["ReserveNow", "CancelReservation", "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule"]
 CP_INITIATED = ["Authorize", "BootNotification", "Heartbeat", "MeterValues", "StatusNotification"]
 VALID = {
     "Reset": {"type": "Soft"},

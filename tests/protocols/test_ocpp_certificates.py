@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from charger.protocols.ocpp_certificates import (
@@ -13,11 +14,15 @@ from charger.protocols.ocpp_certificates import (
     HashData,
     hash_data,
     load_certificate,
+    make_csr,
     root_problem,
+    signed_chain_problem,
     signing_certificate_problem,
     verify_firmware_signature,
 )
-from cryptography.hazmat.primitives import hashes
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from tests.support.certs import make_firmware_signing, make_tls_files
@@ -78,3 +83,41 @@ def test_signing_certificates_and_signatures() -> None:
     assert verify_firmware_signature(signing, image, base64.b64encode(b"short").decode()) == (
         "the signature does not match the image"
     )
+
+
+def test_a_csr_and_the_chain_signed_for_it(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+    key_pem, csr_pem = make_csr("CP1", "Test CPO")
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    assert csr.is_signature_valid and csr.subject.rfc4514_string() == "CN=CP1,O=Test CPO"
+    assert x509.load_pem_x509_csr(make_csr("CP1", None)[1].encode()).subject.rfc4514_string() == "CN=CP1"
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key((tmp_path / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+
+    def issue(public_key: Any, days: float = 1) -> str:
+        now = datetime.now(UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(csr.subject)
+            .issuer_name(ca.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=2))
+            .not_valid_after(now + timedelta(days=days))
+            .sign(ca_key, hashes.SHA256())
+        )
+        return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+    ca_pem = files.ca_cert.read_text()
+    assert signed_chain_problem(issue(csr.public_key()) + ca_pem, key_pem) is None
+    assert signed_chain_problem(issue(csr.public_key()), key_pem) is None  # the leaf alone
+    assert signed_chain_problem(issue(ca_key.public_key()) + ca_pem, key_pem) == (
+        "the certificate is not for the key of the last SignCertificate"
+    )
+    assert signed_chain_problem(issue(csr.public_key(), days=-1) + ca_pem, key_pem) == "the certificate has expired"
+    rogue = files.rogue_ca_cert.read_text()
+    assert signed_chain_problem(issue(csr.public_key()) + rogue, key_pem) == (
+        "the chain is broken: a certificate is not signed by the next one"
+    )
+    assert signed_chain_problem("garbage", key_pem) is not None
