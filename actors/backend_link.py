@@ -261,6 +261,7 @@ class BackendLink(TransactionReporting, StationReports):
             security_profile=max(cfg["security_profile"], keys.integer("SecurityProfile")),  # never a downgrade
             password=keys.authorization_password(),
             ca_file=self._path(cfg["ca_file"]),
+            extra_ca_pem=self.security.central_system_roots(),
             client_cert_file=cert_file,
             client_key_file=key_file,
             ping_interval_s=float(ping) if ping > 0 else None,

@@ -16,8 +16,9 @@
   ``client_cert_file``); a bad chain is Rejected with the InvalidChargePointCertificate event.
 - InstallCertificate, GetInstalledCertificateIds and DeleteCertificate (M03-M05) keep
   CentralSystemRootCertificate and ManufacturerRootCertificate roots in the security store, named by
-  their CertificateHashData. An installed ManufacturerRootCertificate is trusted for signed firmware
-  beside the configured ``firmware.signing_ca_file``.
+  their CertificateHashData. An installed CentralSystemRootCertificate is trusted for the CSMS's TLS
+  certificate beside ``ca_file`` (from the next connection on), an installed ManufacturerRootCertificate
+  for signed firmware beside ``firmware.signing_ca_file``.
 """
 
 from __future__ import annotations
@@ -140,6 +141,10 @@ class SecurityCenter:
         self._connect_events[kind] = now
         self.event(kind, reason)
 
+    def central_system_roots(self) -> str:
+        """The installed CentralSystemRootCertificates (PEM), trusted for the CSMS's TLS certificate."""
+        return "".join(c.pem.strip() + "\n" for c in self.store.certificates("CentralSystemRootCertificate"))
+
     def firmware_roots(self) -> list[x509.Certificate]:
         """The CAs a firmware signing certificate may be issued by."""
         roots: list[x509.Certificate] = []
@@ -224,6 +229,7 @@ def install_certificate(link: BackendLink, payload: dict[str, Any]) -> dict[str,
         link.log.exception("InstallCertificate %s: storing it failed", use)
         return {"status": "Failed"}
     link.log.info("InstallCertificate %s: Accepted (serial %s)", use, hashes.serial_number)
+    link.configuration_changed(use, link_setting=True)  # a CSMS root is trusted from the next connection
     return {"status": "Accepted"}
 
 
@@ -241,6 +247,7 @@ def delete_certificate(link: BackendLink, payload: dict[str, Any]) -> dict[str, 
             if not link.security.store.delete(installed.hash_data):
                 return {"status": "Failed"}
             link.log.info("DeleteCertificate: %s %s deleted", installed.use, installed.hash_data.serial_number)
+            link.configuration_changed(installed.use, link_setting=True)
             return {"status": "Accepted"}
     return {"status": "NotFound"}
 

@@ -120,7 +120,8 @@ def _sign_csr(csr_pem: str, ca_cert: Path, ca_key: Path) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode() + ca_cert.read_text()
 
 
-def test_the_csms_renews_the_client_certificate_of_profile_3(tmp_path: Path) -> None:
+@pytest.mark.parametrize("peer", PEER_KINDS)
+def test_the_csms_renews_the_client_certificate_of_profile_3(tmp_path: Path, peer: str) -> None:
     pki = tmp_path / "pki"
     pki.mkdir()
     tls = make_tls_files(pki, cp_id="CP1", organization="Test CPO")
@@ -134,7 +135,7 @@ def test_the_csms_renews_the_client_certificate_of_profile_3(tmp_path: Path) -> 
         "client_key_file": str(tls.client_key),
         "configuration": {"CpoName": "Test CPO"},
     }
-    with station(tmp_path, options=options, light=True, url_scheme="wss", **backend) as st:
+    with station(tmp_path, peer, options=options, light=True, url_scheme="wss", **backend) as st:
         accepted(st)
         assert st.call_action("CertificateSigned", {"certificateChain": tls.client_cert.read_text()}).payload == {
             "status": "Rejected"  # nothing was asked for
@@ -159,3 +160,24 @@ def test_the_csms_renews_the_client_certificate_of_profile_3(tmp_path: Path) -> 
         st.kill_backend()
         accepted(st)
         assert len(st.csms.events(EventKind.OPEN)) == opened + 1
+
+
+def test_an_installed_central_system_root_is_trusted_until_it_is_deleted(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    tls = make_tls_files(pki, cp_id="CP1", organization="Test CPO")
+    trust = tmp_path / "trust.pem"  # the configured ca_file, read at every connection
+    trust.write_bytes(tls.ca_cert.read_bytes())
+    options = PeerOptions(basic_auth={"CP1": "0123456789abcdef"}, tls_cert=tls.server_cert, tls_key=tls.server_key)
+    backend = {"security_profile": 2, "authorization_key": AUTH_KEY_HEX, "ca_file": str(trust)}
+    with station(tmp_path, options=options, light=True, url_scheme="wss", **backend) as st:
+        accepted(st)
+        root = {"certificateType": "CentralSystemRootCertificate", "certificate": tls.ca_cert.read_text()}
+        assert st.call_action("InstallCertificate", root).payload == {"status": "Accepted"}
+        trust.write_bytes(tls.rogue_ca_cert.read_bytes())  # ca_file alone no longer trusts the CSMS
+        st.kill_backend()
+        accepted(st)  # the installed root does
+        hashes = hash_data(load_certificate(tls.ca_cert.read_text())).to_wire()
+        assert st.call_action("DeleteCertificate", {"certificateHashData": hashes}).payload == {"status": "Accepted"}
+        st.kill_backend()
+        eventually(lambda: "CERTIFICATE_VERIFY_FAILED" in (st.link().last_error or ""), "the CSMS no longer trusted")
