@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from charger.hal.firmware import FirmwareImage, InstallOutcome
 
 from tests.actors.test_backend_link_harness import Station, eventually, station
 from tests.support.certs import FirmwareSigning, make_firmware_signing
@@ -258,3 +259,31 @@ def test_a_newer_signed_request_cancels_a_scheduled_one(tmp_path: Path, files: F
             (32, "Installed"),
         ]
         assert files.hits("GET", FW_PATH) == 1 and len(installed(st)) == 1
+
+
+def broken_flash(image: FirmwareImage) -> InstallOutcome:
+    """A charger maker's install hook whose flash tool crashes (loaded by the backend link's process)."""
+    raise OSError(f"flash tool crashed on {image.path.name}")
+
+
+def test_a_failing_install_is_installation_failed(tmp_path: Path, files: FileServer) -> None:
+    files.files["/fw/empty.bin"] = b""
+    with station(tmp_path, light=True) as st:
+        accepted(st)
+        after = st.csms.next_seq()
+        assert st.call_action("UpdateFirmware", {"location": files.url("/fw/empty.bin"), "retrieveDate": _now()}).ok
+        sequence = wait_status(st, "FirmwareStatusNotification", after, "Installed", "InstallationFailed")
+        assert sequence == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]  # the SIL hook refuses
+        assert installed(st) == [] and "FirmwareUpdated" not in security_events(st)
+    assert "the image is empty" in (tmp_path / "system.log").read_text()
+
+
+def test_a_crashing_install_hook_is_installation_failed(tmp_path: Path, files: FileServer) -> None:
+    with station(tmp_path, light=True, firmware={"install_hook": f"{__name__}:broken_flash"}) as st:
+        accepted(st)
+        after = st.csms.next_seq()
+        assert st.call_action("UpdateFirmware", {"location": files.url(FW_PATH), "retrieveDate": _now()}).ok
+        sequence = wait_status(st, "FirmwareStatusNotification", after, "Installed", "InstallationFailed")
+        assert sequence == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
+        assert st.link().online  # the link carries on
+    assert "flash tool crashed" in (tmp_path / "system.log").read_text()
