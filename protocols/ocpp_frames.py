@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,10 +221,15 @@ def call_error_text(unique_id: str, code: ErrorCode, description: str, details: 
 _SECRET_KEYS = frozenset({"authorizationkey"})
 
 
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s\"]+@")
+
+
 def redact(frame: str | bytes) -> str:
     """The frame as it may appear in a log: the value of a ChangeConfiguration of the AuthorizationKey is
-    replaced, whichever way the frame is written. Text that is not an OCPP-J array is shortened."""
+    replaced, whichever way the frame is written, and so are user name and password in URLs. Text that
+    is not an OCPP-J array is shortened."""
     text = frame if isinstance(frame, str) else frame.decode("utf-8", errors="replace")
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)  # e.g. an UpdateFirmware location with user:password
     if "authorizationkey" not in text.casefold():
         return text
     try:

@@ -108,3 +108,12 @@ def test_redact_hides_the_authorization_key_however_it_is_spelt(key: str) -> Non
     other = json.dumps([2, "a1", "ChangeConfiguration", {"key": "HeartbeatInterval", "value": "60"}])
     assert redact(other) == other
     assert "secret" not in redact('{"AuthorizationKey": "secret", broken')
+
+
+def test_redact_hides_credentials_in_urls() -> None:
+    frame = json.dumps([2, "a2", "UpdateFirmware", {"location": "ftp://maker:hunter2@files.example.com/fw.bin"}])
+    shown = redact(frame)
+    assert "hunter2" not in shown and "maker" not in shown
+    assert json.loads(shown)[3]["location"] == "ftp://***@files.example.com/fw.bin"
+    plain = json.dumps([2, "a3", "GetDiagnostics", {"location": "https://files.example.com/up/?a=b@c"}])
+    assert redact(plain) == plain  # an @ after the host is no credential
