@@ -12,8 +12,8 @@
 - ExtendedTriggerMessage(SignChargePointCertificate) makes a new key and sends its CSR in
   SignCertificate (A02/A03: CN = the charge point id, O = CpoName); CertificateSigned with a chain for
   that key, valid and unbroken, makes it the client certificate of security profile 3 from the next
-  connection on (``<link>-client.pem`` and ``.key`` in the state directory, over the configured
-  ``client_cert_file``); a bad chain is Rejected with the InvalidChargePointCertificate event.
+  connection on (``<link>-client.pem`` in the state directory, chain and key, mode 0600, over the
+  configured ``client_cert_file``); a bad chain is Rejected with the InvalidChargePointCertificate event.
 - InstallCertificate, GetInstalledCertificateIds and DeleteCertificate (M03-M05) keep
   CentralSystemRootCertificate and ManufacturerRootCertificate roots in the security store, named by
   their CertificateHashData. An installed CentralSystemRootCertificate is trusted for the CSMS's TLS
@@ -74,9 +74,10 @@ class SecurityCenter:
         return os.path.join(self.link.state_dir, f"{self.link.name}-client{suffix}")
 
     def client_files(self) -> tuple[str, str] | None:
-        """The client certificate chain and key the CSMS signed (CertificateSigned), if there are any."""
-        chain, key = self._client_path(".pem"), self._client_path(".key")
-        return (chain, key) if os.path.exists(chain) and os.path.exists(key) else None
+        """The client certificate chain the CSMS signed (CertificateSigned) and its key, if there are
+        any: one file holds both, so that a renewal replaces them together."""
+        path = self._client_path(".pem")
+        return (path, path) if os.path.exists(path) else None
 
     def new_key_for_csr(self, key_pem: bytes) -> None:
         _write_private(self._client_path("-pending.key"), key_pem)
@@ -86,12 +87,11 @@ class SecurityCenter:
             return file.read()
         return None
 
-    def adopt_client_certificate(self, chain_pem: str) -> None:
-        """The signed chain and its pending key become the client certificate (the key file last:
-        `client_files` sees both or the old pair)."""
-        _write_private(self._client_path(".pem.new"), chain_pem.encode())
+    def adopt_client_certificate(self, chain_pem: str, key_pem: bytes) -> None:
+        """The signed chain and its pending key become the client certificate, in one atomic rename."""
+        _write_private(self._client_path(".pem.new"), chain_pem.strip().encode() + b"\n" + key_pem)
         os.replace(self._client_path(".pem.new"), self._client_path(".pem"))
-        os.replace(self._client_path("-pending.key"), self._client_path(".key"))
+        os.unlink(self._client_path("-pending.key"))
 
     def event(self, kind: SecurityEvent, tech_info: str | None = None) -> None:
         """Log a security event; queue its notification if it is a critical one."""
@@ -197,7 +197,7 @@ def certificate_signed(link: BackendLink, payload: dict[str, Any]) -> dict[str, 
         link.log.warning("CertificateSigned: Rejected (%s)", problem)
         link.security.event(SecurityEvent.INVALID_CHARGE_POINT_CERTIFICATE, problem)
         return {"status": "Rejected"}
-    link.security.adopt_client_certificate(chain)
+    link.security.adopt_client_certificate(chain, key)
     link.configuration_changed("CertificateSigned", link_setting=True)  # a new client certificate
     link.log.info("CertificateSigned: Accepted; the new client certificate is used from the next connection")
     return {"status": "Accepted"}

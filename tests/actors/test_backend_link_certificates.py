@@ -153,7 +153,8 @@ def test_the_csms_renews_the_client_certificate_of_profile_3(tmp_path: Path, pee
         assert event.payload["type"] == "InvalidChargePointCertificate"
         chain = _sign_csr(csr_pem, tls.ca_cert, pki / "ca.key")
         assert st.call_action("CertificateSigned", {"certificateChain": chain}).payload == {"status": "Accepted"}
-        assert (st.state / "backend-client.key").stat().st_mode & 0o777 == 0o600
+        assert (st.state / "backend-client.pem").stat().st_mode & 0o777 == 0o600  # it holds the key
+        assert not (st.state / "backend-client-pending.key").exists()
         tls.client_cert.unlink()  # from now on only the renewed certificate can get the station in
         tls.client_key.unlink()
         opened = len(st.csms.events(EventKind.OPEN))

@@ -263,6 +263,8 @@ def test_the_whole_process_tree_killed_mid_session_loses_nothing(tmp_path: Path)
             with connect(f"ws://127.0.0.1:{(state / 'api.port').read_text()}") as ws:
                 st = Station(None, csms, state, ws)  # type: ignore[arg-type]
                 st.wait(1, lambda s: s["state"] == "Idle" and not s["faults"])
+                # the link must be up before the session starts, or it reports the session only at its end
+                eventually(lambda: st.answered("BootNotification"), "the backend link's boot", 60)
                 st.charge(1, TOKEN_1)
                 eventually(lambda: st.answered("StartTransaction"), "the StartTransaction delivered")
             kill_all(token_processes(first[1]))  # the whole box loses power
