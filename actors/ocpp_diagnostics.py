@@ -3,7 +3,8 @@ N01), uploaded over HTTP(S) with a PUT (`charger.hal.http_transfer`), and the st
 TriggerMessage or ExtendedTriggerMessage asks for.
 
 - A diagnostics archive (GetDiagnostics, or GetLog with DiagnosticsLog) is a ``.tar.gz`` of the
-  configured log files (``firmware.log_files``, whole files) and ``summary.json``: the link's state
+  configured log files (``firmware.log_files``; only their lines between startTime and stopTime, or
+  oldestTimestamp and latestTimestamp, when the request gives either) and ``summary.json``: the link's state
   (registration, queue, connector states, configuration as GetConfiguration reports it, so without
   the write-only AuthorizationKey, installed certificate ids, the CSMS URL without credentials). It
   never contains the state databases or key files.
@@ -25,6 +26,7 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Generator
@@ -37,7 +39,14 @@ from charger.actors.ocpp_base import LINK_UNAVAILABLE
 from charger.actors.ocpp_firmware import state_path
 from charger.actors.ocpp_link import CsmsAnswer, CsmsError
 from charger.hal.http_transfer import TransferError, upload
-from charger.protocols.ocpp_firmware import LogRequest, log_notification, safe_url, transfer_url_problem, upload_target
+from charger.protocols.ocpp_firmware import (
+    LogRequest,
+    log_lines_between,
+    log_notification,
+    safe_url,
+    transfer_url_problem,
+    upload_target,
+)
 from charger.protocols.ocpp_frames import ErrorCode
 from charger.protocols.ocpp_meter import ocpp_time
 
@@ -133,7 +142,7 @@ def _build_and_upload(link: BackendLink, job: UploadJob, path: Path) -> Generato
     else:
         files = [p for name in settings["log_files"] if (p := state_path(link, name)) is not None]
         summary = json.dumps(_summary(link), indent=2, sort_keys=True).encode()
-        yield link.run_io(_archive, path, files, summary)
+        yield link.run_io(_archive, path, files, summary, request.oldest, request.latest)
     if link.uploads.current is not job:
         return  # replaced by a newer GetLog
     job.uploading = True
@@ -178,16 +187,29 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _archive(path: Path, files: list[str], summary: bytes) -> None:
-    """I/O thread: the .tar.gz of the log files that exist, and the summary."""
+def _archive(path: Path, files: list[str], summary: bytes, oldest: datetime | None, latest: datetime | None) -> None:
+    """I/O thread: the .tar.gz of the summary and the log files that exist (their lines between
+    `oldest` and `latest` when either is given)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    local = datetime.now().astimezone().tzinfo or UTC  # the log's times are local, as `logging` writes them
     with tarfile.open(path, "w:gz") as archive:
         info = tarfile.TarInfo("summary.json")
         info.size, info.mtime = len(summary), int(time.time())
         archive.addfile(info, io.BytesIO(summary))
         for name in files:
-            if os.path.isfile(name):
-                archive.add(name, arcname=f"logs/{os.path.basename(name)}", recursive=False)
+            if not os.path.isfile(name):
+                continue
+            arcname = f"logs/{os.path.basename(name)}"
+            if oldest is None and latest is None:
+                archive.add(name, arcname=arcname, recursive=False)
+                continue
+            with tempfile.TemporaryFile() as cut, open(name, encoding="utf-8", errors="replace") as log:
+                for line in log_lines_between(log, oldest, latest, local):
+                    cut.write(line.encode())
+                member = tarfile.TarInfo(arcname)
+                member.size, member.mtime = cut.tell(), int(os.path.getmtime(name))
+                cut.seek(0)
+                archive.addfile(member, cut)
 
 
 def _triggered(link: BackendLink, action: str, payload: dict[str, Any]) -> Generator[Pending, Any, None]:

@@ -16,8 +16,10 @@ the wait between them in seconds.
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +34,7 @@ __all__ = [
     "SecurityEvent",
     "UploadLogStatus",
     "firmware_notification",
+    "log_lines_between",
     "log_notification",
     "parse_wire_time",
     "safe_url",
@@ -267,3 +270,21 @@ def log_notification(request_id: int | None, uploaded: bool | None) -> tuple[str
         else (UploadLogStatus.UPLOADED if uploaded else UploadLogStatus.UPLOAD_FAILURE)
     )
     return "LogStatusNotification", {"status": log_status.value, "requestId": request_id}
+
+
+_LOG_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})")
+
+
+def log_lines_between(
+    lines: Iterable[str], oldest: datetime | None, latest: datetime | None, local: tzinfo
+) -> Iterator[str]:
+    """The lines of a plain log (each entry starts with its local time, ``2026-01-02 03:04:05,678``)
+    written between `oldest` and `latest`; a line without a time (a traceback) goes with its entry."""
+    keep = True
+    for line in lines:
+        stamp = _LOG_TIME.match(line)
+        if stamp is not None:
+            at = datetime.fromisoformat(stamp.group(1).replace(" ", "T")).replace(tzinfo=local)
+            keep = (oldest is None or at >= oldest) and (latest is None or at <= latest)
+        if keep:
+            yield line

@@ -9,6 +9,7 @@ import io
 import json
 import tarfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,10 @@ AUTH_KEY_HEX = "30313233343536373839616263646566"
 def files() -> Iterator[FileServer]:
     with FileServer() as server:
         yield server
+
+
+def _in(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
 
 
 def _members(archive: bytes) -> dict[str, bytes]:
@@ -55,6 +60,11 @@ def test_get_diagnostics_uploads_logs_and_a_summary_without_secrets(
         assert b"BootNotification: Accepted" in members["logs/system.log"]
         for blob in members.values():
             assert AUTH_KEY_HEX.encode() not in blob and b"0123456789abcdef" not in blob
+        after = st.csms.next_seq()
+        future = {"location": files.url("/uploads/"), "retries": 0, "startTime": _in(3600), "stopTime": _in(7200)}
+        name = st.call_action("GetDiagnostics", future).payload["fileName"]
+        wait_status(st, "DiagnosticsStatusNotification", after, "Uploaded")
+        assert _members(files.uploads[f"/uploads/{name}"])["logs/system.log"] == b""  # nothing logged then
         after = st.csms.next_seq()
         assert st.call_action("TriggerMessage", {"requestedMessage": "DiagnosticsStatusNotification"}).ok
         assert st.wait_call("DiagnosticsStatusNotification", after).payload == {"status": "Idle"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from charger.protocols.ocpp_firmware import (
@@ -11,6 +11,7 @@ from charger.protocols.ocpp_firmware import (
     FirmwareStatus,
     LogRequest,
     firmware_notification,
+    log_lines_between,
     log_notification,
     parse_wire_time,
     safe_url,
@@ -129,3 +130,20 @@ def test_log_requests_and_notifications() -> None:
         "UploadFailure",
     ]
     assert log_notification(9, True) == ("LogStatusNotification", {"status": "Uploaded", "requestId": 9})
+
+
+def test_log_lines_between_keeps_whole_entries_in_the_window() -> None:
+    log = [
+        "2026-01-01 10:00:00,000 INFO    a: before\n",
+        "2026-01-01 11:00:00,500 ERROR   a: inside\n",
+        "Traceback (most recent call last):\n",
+        "  boom\n",
+        "2026-01-01 12:30:00,000 INFO    a: after\n",
+    ]
+    plus_one = timezone(timedelta(hours=1))
+    oldest = datetime(2026, 1, 1, 11, 30, tzinfo=plus_one)  # 10:30 UTC
+    latest = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    assert list(log_lines_between(log, oldest, latest, UTC)) == log[1:4]
+    assert list(log_lines_between(log, None, None, UTC)) == log
+    assert list(log_lines_between(log, None, datetime(2026, 1, 1, 9, 0, tzinfo=UTC), plus_one)) == log[:1]
+    assert list(log_lines_between(["no time at all\n"], oldest, latest, UTC)) == ["no time at all\n"]
