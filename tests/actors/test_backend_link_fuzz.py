@@ -101,6 +101,21 @@ def frames(draw: st.DrawFn) -> tuple[str, str | None]:
                 ("ChangeAvailability", {"connectorId": connector, "type": "Operative"}),
                 ("GetConfiguration", {"key": [draw(st.text(max_size=50))]}),
                 ("RemoteStartTransaction", {"idTag": draw(st.text(min_size=1, max_size=20)), "connectorId": connector}),
+                (
+                    "InstallCertificate",
+                    {"certificateType": "ManufacturerRootCertificate", "certificate": draw(st.text(max_size=300))},
+                ),
+                (
+                    "DeleteCertificate",
+                    {
+                        "certificateHashData": {
+                            "hashAlgorithm": draw(st.sampled_from(["SHA256", "SHA384", "SHA512"])),
+                            "issuerNameHash": draw(st.text(max_size=128)),
+                            "issuerKeyHash": draw(st.text(max_size=128)),
+                            "serialNumber": draw(st.text(max_size=40)),
+                        }
+                    },
+                ),
             ]
         )
     )
