@@ -4,9 +4,9 @@ passed the 1.6 schema; a handler returns the CALLRESULT payload, or a `CsmsAnswe
 the answer is sent ("response first": TriggerMessage, Reset, a remote start that must authorize).
 
 Firmware Management and the Security Whitepaper's requests come from `ocpp_maintenance`. A feature
-that is not here (Reservation, Smart Charging, SignCertificate) is answered NotSupported by the link,
-and is not announced in SupportedFeatureProfiles. Adding one is adding its handlers to `CSMS_HANDLERS`
-(and its profile).
+that is not here (Reservation, Smart Charging) is answered NotSupported by the link, and is not
+announced in SupportedFeatureProfiles. Adding one is adding its handlers to `CSMS_HANDLERS` (and its
+profile).
 """
 
 from __future__ import annotations

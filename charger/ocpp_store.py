@@ -44,6 +44,7 @@ from charger.protocols.ocpp_local_auth import (
 
 __all__ = [
     "QUEUED_ACTIONS",
+    "SECURITY_EVENT",
     "TRANSACTION_ACTIONS",
     "AuthStore",
     "ConfigStore",
