@@ -24,8 +24,11 @@ CSMS is our simulator (`charger.sim.csms_server`) on a thread of this process. T
 Checks: **lost** = queued messages the CSMS never answered + messages the link discarded; **duplicates**
 = a queued message answered more than once; **order violations** = queued messages that reached the
 CSMS before one queued earlier, plus, per transaction over the whole run, a StartTransaction not first,
-a StopTransaction not last, a MeterValues timestamp or register going backwards. Messages are matched
-by their exact payload (the queue's payload plus the transactionId it fills in).
+a StopTransaction not last, a MeterValues timestamp or register going backwards (a sample stamped after
+its StopTransaction is reported apart: see `check_transactions`). Messages are matched by their exact
+payload (the queue's payload plus the transactionId it fills in). The per-message breakdown (the
+CSMS's answer time, and the station's turnaround from an answer to its next CALL) comes from the
+simulator's frame log, for the link and for the baseline.
 
 Run from the repository root (output to a file: the actor system's Admin inherits stdout)::
 
@@ -185,20 +188,19 @@ def check_drain(queued: list[dict[str, Any]], answered: list[tuple[Frame, Frame]
 
 
 def check_transactions(answered: list[tuple[Frame, Frame]], bills: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Each transaction's whole stream: Start first, Stop last, timestamps and registers never going
-    back, and Start/Stop registers equal to the EVSE manager's bill."""
-    ids: dict[str, int] = {}  # StartTransaction CALL id -> transactionId
+    """Each transaction's whole stream as the CSMS got it: Start first, Stop last, timestamps and
+    registers never going back, and Start/Stop registers equal to the EVSE manager's bill.
+
+    A MeterValues stamped after its transaction's StopTransaction (or above its meterStop) is counted
+    apart, as ``samples_after_stop``: it was sampled, and queued, before the link heard of the stop
+    (the EVSE manager stamps the stop; the sample timer can fire before its event arrives), so it is
+    not a message delivered out of order."""
     streams: dict[int, list[Frame]] = {}
-    starts: dict[int, Frame] = {}
     for call, result in answered:
-        if call.action == "StartTransaction":
-            tx = int(result.payload["transactionId"])
-            ids[str(call.unique_id)] = tx
-            starts[tx] = call
-            streams.setdefault(tx, []).append(call)
-        else:
-            streams.setdefault(int(call.payload["transactionId"]), []).append(call)
+        tx = result.payload["transactionId"] if call.action == "StartTransaction" else call.payload["transactionId"]
+        streams.setdefault(int(tx), []).append(call)
     violations: list[str] = []
+    late: list[str] = []
     mismatches = 0
     for tx, stream in streams.items():
         actions = [str(f.action) for f in stream]
@@ -207,26 +209,28 @@ def check_transactions(answered: list[tuple[Frame, Frame]], bills: dict[int, lis
         if actions[-1] != "StopTransaction" or actions.count("StopTransaction") != 1:
             violations.append(f"transaction {tx}: does not end with its one StopTransaction")
         for a, b in itertools.pairwise(stream):
-            if _stamp(b) < _stamp(a):
-                violations.append(f"transaction {tx}: {b.action} {_stamp(b)} after {a.action} {_stamp(a)}")
             ra, rb = _register(a), _register(b)
-            if ra is not None and rb is not None and rb < ra:
-                violations.append(f"transaction {tx}: register {rb} ({b.action}) after {ra} ({a.action})")
-        start = starts.get(tx)
-        if start is None or actions[-1] != "StopTransaction":
+            back = _stamp(b) < _stamp(a) or (ra is not None and rb is not None and rb < ra)
+            if back:
+                what = f"transaction {tx}: {b.action} {_stamp(b)} ({rb} Wh) after {a.action} {_stamp(a)} ({ra} Wh)"
+                (late if b.action == "StopTransaction" and a.action == "MeterValues" else violations).append(what)
+        if actions[0] != "StartTransaction" or actions[-1] != "StopTransaction":
             continue
+        start, stop = stream[0], stream[-1]
         bill = next(
             (b for b in bills.get(int(start.payload["connectorId"]), []) if b["meter_start_wh"] is not None), None
         )
         if bill is None or (
             round(bill["meter_start_wh"]) != start.payload["meterStart"]
-            or round(bill["meter_stop_wh"]) != stream[-1].payload["meterStop"]
+            or round(bill["meter_stop_wh"]) != stop.payload["meterStop"]
         ):
             mismatches += 1
     return {
         "transactions": len(streams),
         "transaction_order_violations": len(violations),
         "violations": violations[:10],
+        "samples_after_stop": len(late),
+        "samples_after_stop_examples": late[:5],
         "bill_mismatches": mismatches,
         "meter_values_total": sum(1 for call, _ in answered if call.action == "MeterValues"),
     }
@@ -504,6 +508,7 @@ def _print_table(r: dict[str, Any]) -> None:
         ("duplicates (must be 0)", str(r["duplicates"])),
         ("order violations (must be 0)", str(r["order_violations"])),
         ("transactions / bill mismatches", f"{r['transactions']} / {r['bill_mismatches']}"),
+        ("MeterValues stamped after their StopTransaction", str(r["samples_after_stop"])),
         ("actor restarts", str(r["restarts"])),
     ]
     for name, value in rows:
