@@ -61,7 +61,7 @@ _LIMIT = {
 class EnergyManager(Behaviour):
     description = "Optimises every EVSE's current under the site's fuses (cvxpy) and sends leases."
     provides = {"energy": ENERGY_MANAGER}
-    requires = {"evse": Requirement(interface=EVSE_MANAGER, min_connections=1, max_connections=1024)}
+    requires = {"evse": Requirement(interface=EVSE_MANAGER, min_connections=1, max_connections=1024, remote=True)}
     config_schema: ClassVar = {
         "type": "object",
         "additionalProperties": False,
