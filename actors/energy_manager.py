@@ -159,6 +159,15 @@ class EnergyManager(Behaviour):
     def _learn(self, status: ConnectorStatus) -> None:
         self._car(status.connector, status.pilot in _CAR_PILOTS)
 
+    def peer_changed(self, name: str, up: bool) -> None:
+        # An EVSE that restarts, or whose host of the park is lost, is planned without until it is back.
+        if name not in self.evses:
+            return
+        if up:
+            self.call(name, GetConnectorStatus(), timeout=5.0).then(self._learn, _ignore)
+        else:
+            self._car(name, False)
+
     @handles(ChargingSessionEvent)
     def on_session_event(self, event: ChargingSessionEvent) -> None:
         if event.kind in ("SessionStarted", "SessionFinished"):

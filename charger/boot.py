@@ -12,20 +12,20 @@ halted (its root supervisor gave up); 2 for a topology or usage error, printed a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from charger.client import Client
 from charger.errors import CallError
-from charger.federation import HOST_CAPABILITY, SITE_CAPABILITY, federation_spec, tune_convention
-from charger.kernel import FEDERATION_NAME, KERNEL_ACTOR, kernel_config
+from charger.federation import HostPlan, host_plan, tune_convention
+from charger.kernel import KERNEL_ACTOR, kernel_config
 from charger.lifecycle import GetSystemStatus, Init, Shutdown, SystemStatus
 from charger.processes import kill_all, session_of, session_processes, wait_until_gone
 from charger.runtime import ActorProcess
@@ -107,44 +107,13 @@ def _host_problem(topology: Topology, host: str | None, *, checking: bool) -> st
     return ""
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """What this process runs: the whole tree, or one host's share of a park."""
-
-    root: ChildSpec
-    federation: ChildSpec | None
-    admin_port: int
-    bind: str
-    capabilities: dict[str, Any]
-    state_dir: str
-    actors: int
-
-
-def _plan(topology: Topology, args: argparse.Namespace) -> _Plan:
+def _plan(topology: Topology, args: argparse.Namespace) -> HostPlan:
     if not topology.hosts:
         state_dir = os.path.abspath(args.state_dir or topology.state_dir or "state")
         port = args.admin_port or topology.admin_port
-        return _Plan(topology.root, None, port, topology.bind, {}, state_dir, len(topology.actors))
-    host = topology.hosts[args.host]
-    leader = topology.leader
-    assert leader is not None  # the loader insists on one
-    root = topology.tree_for(host.name)
-    caps: dict[str, Any] = {HOST_CAPABILITY: host.name, SITE_CAPABILITY: topology.site, "AllowRemoteActorSources": "No"}
-    if not host.leader:
-        caps["Convention Address.IPv4"] = (leader.address, leader.admin_port)
-    config = {
-        "site": topology.site,
-        "host": host.name,
-        "leader": leader.name,
-        "members": {h.name: f"{h.address}:{h.admin_port}" for h in topology.hosts.values() if not h.leader},
-        "heartbeat_s": topology.heartbeat_s,
-        "dead_after_s": topology.dead_after_s,
-        "exclude": [FEDERATION_NAME, root.id],
-    }
-    state_dir = os.path.abspath(args.state_dir or os.path.join(topology.state_dir or "state", host.name))
-    port = args.admin_port or host.admin_port
-    actors = len(topology.actors_on(host.name))
-    return _Plan(root, federation_spec(config), port, host.address, caps, state_dir, actors)
+        return HostPlan("", topology.root, None, port, topology.bind, {}, state_dir, len(topology.actors))
+    plan = host_plan(topology, args.host, state_dir=args.state_dir)
+    return dataclasses.replace(plan, admin_port=args.admin_port or plan.admin_port)
 
 
 class _StopRequested:
@@ -199,7 +168,7 @@ def _run(topology: Topology, args: argparse.Namespace) -> int:
 def _supervise(
     asys: Any,
     topology: Topology,
-    plan: _Plan,
+    plan: HostPlan,
     *,
     duration: float | None,
     stop: _StopRequested,
@@ -219,7 +188,7 @@ def _supervise(
     except CallError as exc:
         print(f"charger.boot: the supervision tree did not start: {exc}", file=sys.stderr)
         return 1
-    host = f" host {_host_name(plan)}" if plan.federation is not None else ""
+    host = f" host {plan.host}" if plan.host else ""
     print(f"charger: site {topology.site!r}{host} running, {plan.actors} actors, state in {state_dir}", flush=True)
     connectors = connector_names(plan.root)
     poller = ConnectorPoller(client, connectors)
@@ -257,10 +226,6 @@ def _supervise(
         return 1
     _print_summary(status, time.monotonic() - started_at)
     return 1 if status.halted else 0
-
-
-def _host_name(plan: _Plan) -> str:
-    return str(plan.capabilities.get(HOST_CAPABILITY, ""))
 
 
 def _status(client: Client, kernel: Any) -> SystemStatus:

@@ -24,6 +24,7 @@ Which actor drives an EVSE after a leader restart is not decided here: leases ca
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from charger.lifecycle import HostLost, HostNames, LocalNames, WatchLocalNames
 from charger.messages import message
 from charger.runtime import Attached
 from charger.supervisors.spec import ChildKind, ChildSpec, SupFlags
+from charger.topology import Topology
 
 __all__ = [
     "FEDERATION_ACTOR",
@@ -45,7 +47,9 @@ __all__ = [
     "FederationBeatAck",
     "FederationHello",
     "FederationUpdate",
+    "HostPlan",
     "federation_spec",
+    "host_plan",
     "tune_convention",
 ]
 
@@ -347,6 +351,45 @@ class Federation(Behaviour):
             for lost in self.view:
                 self._rt.cast_address(self._rt._registry, HostLost(host=lost))
             self.view = {}
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """What one process runs: one host's share of a park (or, with `host` empty, a whole site)."""
+
+    host: str
+    root: ChildSpec
+    federation: ChildSpec | None
+    admin_port: int
+    bind: str
+    capabilities: dict[str, Any]
+    state_dir: str
+    actors: int
+
+
+def host_plan(topology: Topology, host_name: str, *, state_dir: str | None = None) -> HostPlan:
+    """How `host_name` of the park runs: its share of the tree, the federation actor before it, the
+    capabilities that join the leader's convention, and its state directory (default
+    ``<state_dir>/<host>``, so boxes that share a disk never share a journal)."""
+    host = topology.hosts[host_name]
+    leader = topology.leader
+    assert leader is not None  # the loader insists on one
+    root = topology.tree_for(host.name)
+    caps: dict[str, Any] = {HOST_CAPABILITY: host.name, SITE_CAPABILITY: topology.site, "AllowRemoteActorSources": "No"}
+    if not host.leader:
+        caps["Convention Address.IPv4"] = (leader.address, leader.admin_port)
+    config = {
+        "site": topology.site,
+        "host": host.name,
+        "leader": leader.name,
+        "members": {h.name: f"{h.address}:{h.admin_port}" for h in topology.hosts.values() if not h.leader},
+        "heartbeat_s": topology.heartbeat_s,
+        "dead_after_s": topology.dead_after_s,
+        "exclude": [FEDERATION_NAME, root.id],
+    }
+    where = os.path.abspath(state_dir or os.path.join(topology.state_dir or "state", host.name))
+    actors = len(topology.actors_on(host.name))
+    return HostPlan(host.name, root, federation_spec(config), host.admin_port, host.address, caps, where, actors)
 
 
 def federation_spec(config: dict[str, Any]) -> ChildSpec:

@@ -530,6 +530,12 @@ class ActorProcess(Actor):  # type: ignore[misc]
     def _on_binding(self, change: Bound | Unbound, address: Any) -> None:
         peer = self._peers.setdefault(change.name, _Peer())
         peer.looked_up = True
+        was_up, up = peer.address is not None, isinstance(change, Bound) and address is not None
+        self._set_binding(change, peer, address)
+        if was_up != up and self._ready and self._behaviour is not None and not self._terminated:
+            self._behaviour.peer_changed(change.name, up)
+
+    def _set_binding(self, change: Bound | Unbound, peer: _Peer, address: Any) -> None:
         if isinstance(change, Bound) and address is not None:
             peer.address = address
             backlog, peer.backlog = peer.backlog, deque()
