@@ -237,7 +237,8 @@ class _Checker:
             address = self._field(entry, path, "address", None, _ADDRESS)
             admin_port = self._field(entry, path, "admin_port", 1900, _PORT)
             leader = self._field(entry, path, "leader", False, _BOOL)
-            if address is None or admin_port is None or leader is None:
+            if address is None or admin_port is None or leader is None:  # reported; the name still counts
+                hosts[name] = Host(name, address or "", admin_port or 0, False)
                 continue
             other = taken.get((address, admin_port))
             if other is not None:
