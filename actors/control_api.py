@@ -235,6 +235,7 @@ class ControlApi(Behaviour):
             "actors": status.actors,
             "restarts": status.restarts,
             "events": status.events[-20:],
+            "remote": status.remote,
         }
 
     @rpc("events.subscribe")
