@@ -170,6 +170,7 @@ class Federation(Behaviour):
                 yield self.sleep(0.1)
                 continue
             self._take_local(reply)
+            self._local_changed()  # a peer greeted before we knew our names has heard none yet
             return
 
     # --- this host's names ---------------------------------------------------------------------------
@@ -178,6 +179,9 @@ class Federation(Behaviour):
         if self._rt.current_reply_to != self._rt._registry:
             return  # only our kernel says what runs here
         self._take_local(Attached(msg, self._rt.current_addresses))
+        self._local_changed()
+
+    def _local_changed(self) -> None:
         if self.is_leader:
             self._relay(except_host=None)
         elif self.leader in self.peers:
