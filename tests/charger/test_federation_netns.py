@@ -174,15 +174,23 @@ class Boxes:
     def leased(self, evse: str) -> bool:
         return "energy" in (self.connector(evse).get("leases") or {})
 
+    def tails(self, lines: int = 15) -> str:
+        """The end of every box's output, for a failure message."""
+        out = []
+        for host in self.procs:
+            text = (self.state / f"{host}.out").read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"\n--- {host} ---\n" + "\n".join(text))
+        return "".join(out)
+
     def remote(self) -> dict[str, str]:
         return (self.ctl("system.status") or {}).get("remote", {})
 
 
-def wait(check: Callable[[], T], what: str, timeout: float) -> T:
+def wait(check: Callable[[], T], what: str, timeout: float, boxes: Boxes | None = None) -> T:
     deadline = time.monotonic() + timeout
     while not (result := check()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
+            raise AssertionError(f"{what}: not within {timeout} s" + (boxes.tails() if boxes else ""))
         time.sleep(0.5)
     return result
 
@@ -213,7 +221,7 @@ def test_a_cabinet_cut_off_is_lost_within_seconds_and_leased_again_when_its_link
     for host in HOSTS:  # every host on its own address, all with the same admin port
         boxes.start(host)
     for evse in ("evse-a", "evse-b"):
-        wait(lambda e=evse: boxes.leased(e), f"{evse} leased by the leader's energy manager", timeout=90)
+        wait(lambda e=evse: boxes.leased(e), f"{evse} leased by the leader's energy manager", timeout=90, boxes=boxes)
     remote = boxes.remote()
     assert {name: remote.get(name) for name in ("evse-a", "rig-a", "evse-b", "rig-b")} == {
         "evse-a": "box-a",
@@ -224,13 +232,13 @@ def test_a_cabinet_cut_off_is_lost_within_seconds_and_leased_again_when_its_link
 
     cut_at = time.monotonic()
     boxes.net.link("box-b", up=False)
-    wait(lambda: "evse-b" not in boxes.remote(), "box-b lost by the leader", timeout=30)
+    wait(lambda: "evse-b" not in boxes.remote(), "box-b lost by the leader", timeout=30, boxes=boxes)
     lost_s = time.monotonic() - cut_at
     assert boxes.connector("evse-b")["state"] == "Unavailable"
     assert boxes.leased("evse-a")  # the rest of the park carries on
 
     back_at = time.monotonic()
     boxes.net.link("box-b", up=True)
-    wait(lambda: boxes.remote().get("evse-b") == "box-b", "box-b bound again at the leader", timeout=120)
-    wait(lambda: boxes.leased("evse-b"), "box-b's EVSE leased again", timeout=60)
+    wait(lambda: boxes.remote().get("evse-b") == "box-b", "box-b bound again at the leader", timeout=120, boxes=boxes)
+    wait(lambda: boxes.leased("evse-b"), "box-b's EVSE leased again", timeout=60, boxes=boxes)
     print(f"\ncut-off cabinet lost after {lost_s:.1f} s; bound again {time.monotonic() - back_at:.1f} s after link up")
