@@ -6,6 +6,7 @@ and is leased again; after a leader restart only the new energy-manager instance
 from __future__ import annotations
 
 import contextlib
+import secrets
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -136,7 +137,7 @@ def park(tmp_path: Path) -> Iterator[Park]:
     text = PARK.format(leader=free_port(), box_a=free_port(), box_b=free_port())
     (tmp_path / "park.yaml").write_text(textwrap.dedent(text))
     secret = tmp_path / "site.key"
-    secret.write_bytes(bytes(range(48)))
+    secret.write_text(secrets.token_hex(32))
     secret.chmod(0o600)
     park = Park(load_topology(tmp_path / "park.yaml"), tmp_path, secret)
     try:

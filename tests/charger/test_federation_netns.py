@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -205,7 +206,7 @@ def boxes(tmp_path: Path) -> Iterator[Boxes]:
             leader=net.address["leader"], box_a=net.address["box-a"], box_b=net.address["box-b"], port=1900, api=api
         )
         (tmp_path / "park.yaml").write_text(textwrap.dedent(text))
-        (tmp_path / "site.key").write_bytes(os.urandom(32))
+        (tmp_path / "site.key").write_text(secrets.token_hex(32))
         (tmp_path / "site.key").chmod(0o600)
         boxes = Boxes(net, tmp_path, api)
         try:
