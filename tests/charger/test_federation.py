@@ -11,7 +11,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from charger.actors.charging import (
@@ -25,8 +25,11 @@ from charger.actors.charging import (
 
 from charger.errors import CallError, Rejected, Unavailable
 from charger.journal import Journal
+from charger.lifecycle import HostLost, HostNames
+from charger.runtime import Attached
 from charger.testing import RunningSystem, free_port, running_host
 from charger.topology import Topology, load_topology
+from tests.conftest import group, worker
 
 T = TypeVar("T")
 STALE_A = 7.5
@@ -197,3 +200,17 @@ def test_a_park_leases_remote_evses_loses_a_dead_cabinet_and_fences_a_restarted_
         with pytest.raises(Rejected, match="superseded"):
             park.leader.client.call(evse, stale)
         assert park.status(evse).leases["energy"] != STALE_A  # still the new instance's grant
+
+
+def test_only_the_hosts_federation_actor_may_speak_for_other_hosts(start_tree: Any) -> None:
+    """Anyone else telling the registry what another host runs would hijack a name: refused, nothing bound."""
+    with start_tree(group("root", worker("probe"))) as system:
+        probe = system.client.resolve("probe")
+        claim = Attached(HostNames(host="box-z", names=["evse-z"]), {"evse-z": probe})
+        with pytest.raises(Rejected, match="only federation"):
+            system.client.call_address(system.kernel, claim)
+        with pytest.raises(Rejected):
+            system.client.call_address(system.kernel, HostLost(host="box-z"))
+        with pytest.raises(Unavailable):
+            system.client.resolve("evse-z")
+        assert system.status().remote == {}
