@@ -93,10 +93,10 @@ class ControlApi(Behaviour):
 
     description = "JSON-RPC 2.0 over a local websocket: status, event stream and commands into the station."
     requires = {
-        "evse": Requirement(interface=EVSE_MANAGER, min_connections=0, max_connections=64),
-        "rig": Requirement(interface=SIL_RIG, min_connections=0, max_connections=64),
-        "auth": Requirement(interface=AUTH, min_connections=0, max_connections=1),
-        "energy": Requirement(interface=ENERGY_MANAGER, min_connections=0, max_connections=1),
+        "evse": Requirement(interface=EVSE_MANAGER, min_connections=0, max_connections=64, remote=True),
+        "rig": Requirement(interface=SIL_RIG, min_connections=0, max_connections=64, remote=True),
+        "auth": Requirement(interface=AUTH, min_connections=0, max_connections=1, remote=True),
+        "energy": Requirement(interface=ENERGY_MANAGER, min_connections=0, max_connections=1, remote=True),
         "card_reader": Requirement(interface=CARD_READER_SIM, min_connections=0, max_connections=1),
     }
     config_schema: ClassVar = {
@@ -235,6 +235,7 @@ class ControlApi(Behaviour):
             "actors": status.actors,
             "restarts": status.restarts,
             "events": status.events[-20:],
+            "remote": status.remote,
         }
 
     @rpc("events.subscribe")

@@ -31,6 +31,7 @@ from typing import Any
 from thespian.actors import (
     Actor,
     ActorExitRequest,
+    ActorSystemConventionUpdate,
     ChildActorExited,
     PoisonMessage,
     ThespianWatch,
@@ -208,6 +209,14 @@ class ActorProcess(Actor):  # type: ignore[misc]
             self._exiting = True
             if self._io is not None:
                 self._io.close()
+        else:
+            self._on_system_message(msg)
+
+    def _on_system_message(self, msg: Any) -> None:
+        if isinstance(msg, ActorSystemConventionUpdate):
+            hook = getattr(self._behaviour, "_convention_update", None)
+            if hook is not None and not self._exiting:
+                hook(dict(msg.remoteCapabilities or {}), bool(msg.remoteAdded))
         elif isinstance(msg, PoisonMessage):
             _log.warning("%s: a message could not be delivered: %s", self._name, msg.details)
         else:
@@ -521,6 +530,12 @@ class ActorProcess(Actor):  # type: ignore[misc]
     def _on_binding(self, change: Bound | Unbound, address: Any) -> None:
         peer = self._peers.setdefault(change.name, _Peer())
         peer.looked_up = True
+        was_up, up = peer.address is not None, isinstance(change, Bound) and address is not None
+        self._set_binding(change, peer, address)
+        if was_up != up and self._ready and self._behaviour is not None and not self._terminated:
+            self._behaviour.peer_changed(change.name, up)
+
+    def _set_binding(self, change: Bound | Unbound, peer: _Peer, address: Any) -> None:
         if isinstance(change, Bound) and address is not None:
             peer.address = address
             backlog, peer.backlog = peer.backlog, deque()
@@ -537,6 +552,25 @@ class ActorProcess(Actor):  # type: ignore[misc]
         for out in [*peer.in_flight.values(), *peer.backlog]:
             out.pending.fail(down)
         peer.backlog.clear()
+
+    # --- federation (Thespian conventions) -------------------------------------------------------------
+    def watch_convention(self, *, again: bool = False) -> None:
+        """Report every system joining or leaving the convention to the behaviour's ``_convention_update``.
+
+        The admin reports the members it knows (with their capabilities) when the watch starts, but
+        not a member's later change of capabilities: `again` restarts the watch for a fresh report.
+        """
+        if again:
+            self.notifyOnSystemRegistrationChanges(False)
+        self.notifyOnSystemRegistrationChanges(True)
+
+    def pre_register(self, host_port: str) -> None:
+        """Invite the system at ``"ip:port"`` into this (leader's) convention, and keep inviting it."""
+        self.preRegisterRemoteSystem(host_port, {})
+
+    def publish_capability(self, name: str, value: Any) -> None:
+        """Set a capability of this actor system; the convention passes capabilities to every member."""
+        self.updateCapability(name, value)
 
     # --- timers ----------------------------------------------------------------------------------
     def start_timer(self, seconds: float, callback: Callable[[], Any], repeat: bool) -> Timer:
