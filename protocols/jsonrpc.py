@@ -72,6 +72,8 @@ def parse(frame: str | bytes) -> tuple[list[Request | dict[str, Any]], bool]:
         data = json.loads(frame)
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         return [error(None, PARSE_ERROR, "Parse error", str(exc)[:200])], False
+    except RecursionError:  # "[[[[..." a few thousand deep fits in one frame and exhausts the C stack guard
+        return [error(None, PARSE_ERROR, "Parse error", "nested too deeply")], False
     if isinstance(data, list):
         if not data:
             return [error(None, INVALID_REQUEST, "empty batch")], False

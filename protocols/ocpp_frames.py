@@ -166,6 +166,8 @@ def classify(frame: str | bytes) -> Incoming:
         message = json.loads(frame)
     except ValueError:
         return Unanswerable("not JSON")
+    except RecursionError:  # a few thousand "[" fit in one frame; json gives up with RecursionError
+        return Unanswerable("JSON nested too deeply")
     if not isinstance(message, list) or len(message) < 2:
         return Unanswerable("not an OCPP-J array with a message type and a unique id")
     kind, unique_id = message[0], message[1]
@@ -228,11 +230,13 @@ def redact(frame: str | bytes) -> str:
         return text
     try:
         message = json.loads(text)
+        if not isinstance(message, list):
+            return "<a frame mentioning the AuthorizationKey: hidden>"
+        return json.dumps(_hide(message), separators=(",", ":"))
     except ValueError:
         return "<a frame mentioning the AuthorizationKey, not JSON: hidden>"
-    if not isinstance(message, list):
-        return "<a frame mentioning the AuthorizationKey: hidden>"
-    return json.dumps(_hide(message), separators=(",", ":"))
+    except RecursionError:  # too deep to parse or to walk: hide it all rather than risk the secret
+        return "<a frame mentioning the AuthorizationKey, nested too deeply: hidden>"
 
 
 def _hide(value: Any) -> Any:
