@@ -70,10 +70,10 @@ def parse(frame: str | bytes) -> tuple[list[Request | dict[str, Any]], bool]:
         return [error(None, INVALID_REQUEST, f"request larger than {MAX_REQUEST_BYTES} bytes")], False
     try:
         data = json.loads(frame)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        return [error(None, PARSE_ERROR, "Parse error", str(exc)[:200])], False
-    except RecursionError:  # "[[[[..." a few thousand deep fits in one frame and exhausts the C stack guard
-        return [error(None, PARSE_ERROR, "Parse error", "nested too deeply")], False
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        # RecursionError: a few thousand "[" fit in one frame, deeper than json's recursion allows
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        return [error(None, PARSE_ERROR, "Parse error", detail)], False
     if isinstance(data, list):
         if not data:
             return [error(None, INVALID_REQUEST, "empty batch")], False

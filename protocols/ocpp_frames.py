@@ -164,10 +164,8 @@ def classify(frame: str | bytes) -> Incoming:
         return Unanswerable("a binary WebSocket frame (OCPP-J uses text frames)")
     try:
         message = json.loads(frame)
-    except ValueError:
-        return Unanswerable("not JSON")
-    except RecursionError:  # a few thousand "[" fit in one frame; json gives up with RecursionError
-        return Unanswerable("JSON nested too deeply")
+    except (ValueError, RecursionError) as exc:  # a few thousand "[" fit in one frame: RecursionError
+        return Unanswerable("JSON nested too deeply" if isinstance(exc, RecursionError) else "not JSON")
     if not isinstance(message, list) or len(message) < 2:
         return Unanswerable("not an OCPP-J array with a message type and a unique id")
     kind, unique_id = message[0], message[1]
