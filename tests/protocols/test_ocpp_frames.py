@@ -20,7 +20,7 @@ from charger.protocols.ocpp_frames import (
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.support.fuzz import PURE
+from tests.support.fuzz import PURE, ROUND_TRIP
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ def test_any_frame_is_classified_and_redacted_without_raising(frame: str | bytes
 payloads = st.dictionaries(st.text(max_size=10), json_values, max_size=3)
 
 
-@PURE
+@ROUND_TRIP
 @given(
     unique_ids, st.sampled_from(sorted(ACTIONS_16)), payloads, st.sampled_from(list(ErrorCode)), st.text(max_size=300)
 )

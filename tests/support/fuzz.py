@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, Phase, settings
 
-__all__ = ["PURE", "PURE_EXAMPLES", "live"]
+__all__ = ["PURE", "PURE_EXAMPLES", "ROUND_TRIP", "live"]
 
 PURE_EXAMPLES = 2000
 """Cases per pure-level property: enough that every branch of a parser sees garbage many times over."""
 
 PURE = settings(max_examples=PURE_EXAMPLES, deadline=None)
 """For pure functions: no per-case deadline (a loaded CI machine would make it flaky), nothing else relaxed."""
+
+ROUND_TRIP = settings(max_examples=PURE_EXAMPLES // 2, deadline=None)
+"""For "valid input comes back unchanged": the valid space is narrow, so half the garbage budget covers it."""
 
 
 def live(examples: int) -> settings:
