@@ -11,7 +11,6 @@ Reading the YAML with positions is `charger.yamlsource`'s job; this module check
 from __future__ import annotations
 
 import enum
-import functools
 import math
 import os
 import re
@@ -406,15 +405,19 @@ class _Checker:
         return self._build(path, ChildSpec, id=name, restart=restart, shutdown=shutdown, **spec)
 
 
-@functools.cache
+_SCHEMA_PROBLEMS: dict[type[Behaviour], str | None] = {}
+
+
 def _schema_problem(cls: type[Behaviour]) -> str | None:
     """Why the class's config_schema is no valid JSON Schema, or None. Checked once per class: checking
     against the metaschema took ~40 ms, paid for every instance of every type on every load."""
-    try:
-        jsonschema.Draft202012Validator.check_schema(cls.config_schema)
-    except jsonschema.SchemaError as exc:
-        return str(exc.message)
-    return None
+    if cls not in _SCHEMA_PROBLEMS:
+        try:
+            jsonschema.Draft202012Validator.check_schema(cls.config_schema)
+            _SCHEMA_PROBLEMS[cls] = None
+        except jsonschema.SchemaError as exc:
+            _SCHEMA_PROBLEMS[cls] = str(exc.message)
+    return _SCHEMA_PROBLEMS[cls]
 
 
 def _cycles(graph: dict[str, list[str]]) -> Iterator[list[str]]:
