@@ -163,7 +163,7 @@ def classify(frame: str | bytes) -> Incoming:
     if isinstance(frame, bytes):
         return Unanswerable("a binary WebSocket frame (OCPP-J uses text frames)")
     try:
-        message = json.loads(frame)
+        message = json.loads(frame, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:  # a few thousand "[" fit in one frame: RecursionError
         return Unanswerable("JSON nested too deeply" if isinstance(exc, RecursionError) else "not JSON")
     if not isinstance(message, list) or len(message) < 2:
@@ -175,6 +175,12 @@ def classify(frame: str | bytes) -> Incoming:
         return _answer(kind, unique_id, message)
     why = _call_structure_problem(message)
     return _structure(unique_id, why) if why else IncomingCall(unique_id, message[2], message[3])
+
+
+def _not_json(constant: str) -> Any:
+    """Python's json reads NaN and Infinity; JSON (RFC 8259 §6) has neither, and a NaN limit would pass
+    every "number" check of the OCPP schemas."""
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _call_structure_problem(message: list[Any]) -> str | None:

@@ -34,6 +34,14 @@ def test_a_bool_id_is_invalid_and_oversize_is_refused() -> None:
     assert "larger than" in jsonrpc.parse(big)[0][0]["error"]["message"]
 
 
+def test_nan_and_infinity_are_not_json() -> None:
+    # Python's json reads them; a NaN current limit passed the params schema's "minimum": 0
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        frame = '{"jsonrpc": "2.0", "id": 1, "method": "m", "params": {"amps": ' + constant + "}}"
+        items, _ = jsonrpc.parse(frame)
+        assert items[0]["error"]["code"] == jsonrpc.PARSE_ERROR and constant in items[0]["error"]["data"]
+
+
 @settings(max_examples=2000, deadline=None)
 @given(st.text(max_size=200) | st.binary(max_size=200))
 @example("[" * 5000)  # json.loads raised RecursionError: the control API actor crashed and restarted
@@ -46,7 +54,7 @@ def test_any_frame_parses_to_requests_or_error_responses(frame: str | bytes) -> 
 # --- structure-aware fuzzing (docs/robustness.md) ---------------------------------------------------
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=5,
 )

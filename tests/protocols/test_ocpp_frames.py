@@ -37,6 +37,8 @@ from tests.support.fuzz import PURE, ROUND_TRIP
             MustRefuse("", ErrorCode.FORMATION_VIOLATION, "the unique id must be 1 to 36 characters long"),
         ),
         ("not json", Unanswerable("not JSON")),
+        ('[2,"a1","SetChargingProfile",{"limit":NaN}]', Unanswerable("not JSON")),  # Python reads it; JSON has no NaN
+        ('[2,"a1","Reset",{"x":-Infinity}]', Unanswerable("not JSON")),
         ("{}", Unanswerable("not an OCPP-J array with a message type and a unique id")),
         ("[2]", Unanswerable("not an OCPP-J array with a message type and a unique id")),
         ('[2,17,"Reset",{}]', Unanswerable("the unique id is not a string")),
@@ -115,7 +117,7 @@ def test_redact_hides_the_authorization_key_however_it_is_spelt(key: str) -> Non
 # --- fuzzing at the boundary (docs/robustness.md) ---------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=6,
 )
