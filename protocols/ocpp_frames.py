@@ -26,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "ACTIONS_16",
+    "MAX_PAYLOAD_DEPTH",
     "MAX_UNIQUE_ID_LENGTH",
     "ErrorCode",
     "IncomingAnswer",
@@ -39,6 +40,9 @@ __all__ = [
 ]
 
 MAX_UNIQUE_ID_LENGTH = 36  # OCPP-J 1.6 §4.1.3: "Maximum of 36 characters, to allow for GUIDs"
+MAX_PAYLOAD_DEPTH = 32
+"""Deepest nesting of objects and arrays a payload may have. The deepest 1.6 message (SetChargingProfile)
+nests 5 levels; the library copies and validates payloads recursively, which a few hundred levels break."""
 _CALL, _CALLRESULT, _CALLERROR = 2, 3, 4
 _DESCRIPTION_MAX = 255
 
@@ -195,10 +199,27 @@ def _call_structure_problem(message: list[Any]) -> str | None:
         return "the action is not a non-empty string"
     if not isinstance(message[3], dict):
         return "the payload is not a JSON object"
-    return None
+    deep = _nests_deeper(message[3], MAX_PAYLOAD_DEPTH)
+    return f"the payload nests deeper than {MAX_PAYLOAD_DEPTH} levels" if deep else None
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels (iterative: the point is deep input)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _answer(kind: int, unique_id: str, message: list[Any]) -> Incoming:
+    if _nests_deeper(message, MAX_PAYLOAD_DEPTH + 1):
+        return Unanswerable(f"a CALLRESULT or CALLERROR nested deeper than {MAX_PAYLOAD_DEPTH} levels")
     if kind == _CALLRESULT and len(message) == 3 and isinstance(message[2], dict):
         return IncomingAnswer(kind, unique_id, message)
     if (

@@ -30,7 +30,7 @@ VALID = {
     "UnlockConnector": {"connectorId": 1},
     "RemoteStopTransaction": {"transactionId": 1},
 }
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 json_values = st.recursive(
     # finite only: JSON has no NaN or Infinity, and the link drops such frames as not JSON
@@ -129,6 +129,34 @@ def test_fuzzed_frames_get_the_right_answer_and_never_hurt_the_link(
         assert answer.error_code == (expected or None), (text, answer.text)
         if not expected:
             assert isinstance(answer.payload, dict)
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        nested(5000),  # json gave up with RecursionError, which ended the link's reader and its connection
+        '[2,"n1","Reset",' + nested(5000) + "]",
+        '[2,"n2","SetChargingProfile",{"connectorId":1,"limit":NaN}]',  # NaN and Infinity are not JSON
+        '[3,"n3",{"x":Infinity}]',
+    ],
+    ids=["deep-array", "deep-call", "nan", "infinity"],
+)
+def test_frames_json_cannot_carry_are_dropped_and_the_connection_stays(linked: Station, text: str) -> None:
+    linked.csms.send_raw(CP_ID, text)
+    assert linked.call_action("GetLocalListVersion", {}).payload == {"listVersion": 0}
+    assert linked.link().connections == 1
+
+
+def test_a_call_whose_payload_is_nested_deep_gets_a_call_error(linked: Station) -> None:
+    # json reads 900 levels; copying and validating the payload recursively must not lose the answer
+    answer = linked.raw_call('[2,"deep-1","DataTransfer",{"vendorId":"x","data":' + nested(900) + "}]")
+    assert answer.error_code in ("FormationViolation", "TypeConstraintViolation", "PropertyConstraintViolation"), (
+        answer.text
+    )
 
 
 def test_after_the_fuzzing_the_link_is_the_same_link(linked: Station) -> None:

@@ -37,6 +37,20 @@ from tests.support.fuzz import PURE, ROUND_TRIP
             MustRefuse("", ErrorCode.FORMATION_VIOLATION, "the unique id must be 1 to 36 characters long"),
         ),
         ("not json", Unanswerable("not JSON")),
+        (
+            '[2,"a1","DataTransfer",{"data":' + "[" * 33 + "]" * 33 + "}]",  # copying it broke the answer task
+            MustRefuse("a1", ErrorCode.FORMATION_VIOLATION, "the payload nests deeper than 32 levels"),
+        ),
+        (
+            '[2,"a1","DataTransfer",{"data":' + "[" * 31 + "]" * 31 + "}]",
+            IncomingCall(
+                "a1", "DataTransfer", {"data": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}
+            ),
+        ),
+        (
+            '[3,"a1",{"x":' + "[" * 40 + "]" * 40 + "}]",
+            Unanswerable("a CALLRESULT or CALLERROR nested deeper than 32 levels"),
+        ),
         ('[2,"a1","SetChargingProfile",{"limit":NaN}]', Unanswerable("not JSON")),  # Python reads it; JSON has no NaN
         ('[2,"a1","Reset",{"x":-Infinity}]', Unanswerable("not JSON")),
         ("{}", Unanswerable("not an OCPP-J array with a message type and a unique id")),
