@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import typing
 from typing import Any, Literal
@@ -251,11 +252,17 @@ def test_well_formed_msgpack_with_random_bodies_is_rejected_cleanly(tag: str, bo
 # --- structure-aware fuzzing (docs/robustness.md) ---------------------------------------------------
 
 
+@functools.cache
+def strategy_for_tag(tag: str) -> st.SearchStrategy[Any]:
+    """Built once per type: building the strategy costs more than drawing from it."""
+    return message_strategy(registered()[tag])
+
+
 @st.composite
 def mutated_envelopes(draw: st.DrawFn) -> tuple[bytes, str]:
     """A valid envelope of any registered type with one thing wrong (or, sometimes, nothing)."""
     tag = draw(st.sampled_from(sorted(registered())))
-    body = msgpack.unpackb(encode(draw(message_strategy(registered()[tag]))), raw=False, strict_map_key=False)[1]
+    body = msgpack.unpackb(encode(draw(strategy_for_tag(tag))), raw=False, strict_map_key=False)[1]
     head: list[Any] = [int(draw(st.sampled_from(list(Kind)))), draw(st.integers(0, 2**63 - 1)), "fuzz", tag]
     mutation = draw(st.sampled_from(["none", "replace", "drop", "add", "retag", "head"]))
     if mutation == "replace" and body:

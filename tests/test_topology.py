@@ -342,47 +342,42 @@ def test_mutated_site_only_ever_raises_topology_error(scratch: Path, data: bytes
 _scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6)
 _values = _scalars | st.lists(_scalars, max_size=2) | st.dictionaries(st.text(max_size=4), _scalars, max_size=2)
 _NAMES = ["ticker", "counter", "t-2", "9lives", "", "root"]
-_TYPES = ["Ticker", "Counter", "tests.support.probes:Probe", "NoSuchType", "os:getcwd", ":x", "a.b:C"]
 _names = st.sampled_from(_NAMES) | st.text(max_size=5)
-
-
-@st.composite
-def small_topologies(draw: st.DrawFn) -> bytes:
-    names = draw(st.lists(_names, max_size=4, unique=True))
-    refs = st.sampled_from([*names, "ghost"]) if names else st.just("ghost")
-    actors: dict[str, object] = {}
-    for name in names:
-        entry: dict[str, object] = {"type": draw(st.sampled_from(_TYPES) | _values)}
-        if draw(st.booleans()):
-            keys = st.sampled_from(["period_s", "port", "init_delay"]) | st.text(max_size=4)
-            entry["config"] = draw(st.dictionaries(keys, _values, max_size=3) | _values)
-        if draw(st.booleans()):
-            wires = refs | st.lists(refs, max_size=3) | _values
-            entry["connections"] = draw(
-                st.dictionaries(st.sampled_from(["source", "peer"]), wires, max_size=2) | _values
-            )
-        if draw(st.integers(0, 9)) == 0:
-            entry[draw(st.text(max_size=5))] = draw(_values)
-        actors[name] = entry
-    child = refs | st.fixed_dictionaries({"actor": refs}, optional={"restart": _scalars, "shutdown": _scalars})
-    group = st.fixed_dictionaries(
-        {"supervisor": _names, "children": st.lists(child, max_size=3)},
-        optional={"strategy": st.sampled_from(["one_for_one", "rest_for_one", "bogus"]), "intensity": _scalars},
-    )
-    supervision = {"children": draw(st.lists(child | group | _values, max_size=4))}
-    doc: dict[str, object] = {
-        "site": draw(st.sampled_from(["s", ""]) | _scalars),
-        "actors": actors,
-        "supervision": supervision,
-    }
-    if draw(st.booleans()):
-        doc["system"] = draw(
-            st.fixed_dictionaries({}, optional={"admin_port": _scalars, "bind": _scalars, "state_dir": _scalars})
-            | _values
+_refs = st.sampled_from([*_NAMES, "ghost"])
+_TYPES = ["Ticker", "Counter", "tests.support.probes:Probe", "NoSuchType", "os:getcwd", ":x", "a.b:C"]
+_entry = st.fixed_dictionaries(
+    {"type": st.sampled_from(_TYPES) | _values},
+    optional={
+        "config": st.dictionaries(
+            st.sampled_from(["period_s", "port", "init_delay"]) | st.text(max_size=4), _values, max_size=3
         )
-    for key in draw(st.lists(st.sampled_from(sorted(doc)), max_size=1)):
-        doc[key] = draw(_values)  # a whole section of the wrong shape
-    return json.dumps(doc).encode()
+        | _values,
+        "connections": st.dictionaries(
+            st.sampled_from(["source", "peer"]), _refs | st.lists(_refs, max_size=3) | _values, max_size=2
+        )
+        | _values,
+        "extra": _values,
+    },
+)
+_child = _refs | st.fixed_dictionaries({"actor": _refs}, optional={"restart": _scalars, "shutdown": _scalars})
+_group = st.fixed_dictionaries(
+    {"supervisor": _names, "children": st.lists(_child, max_size=3)},
+    optional={"strategy": st.sampled_from(["one_for_one", "rest_for_one", "bogus"]), "intensity": _scalars},
+)
+_sections = {
+    "site": st.sampled_from(["s", ""]) | _scalars,
+    "actors": st.dictionaries(_names, _entry | _values, max_size=4),
+    "supervision": st.fixed_dictionaries({"children": st.lists(_child | _group | _values, max_size=4)}) | _values,
+    "system": st.fixed_dictionaries({}, optional={"admin_port": _scalars, "bind": _scalars, "state_dir": _scalars}),
+}
+
+
+def small_topologies() -> st.SearchStrategy[bytes]:
+    """Topologies of a few actors where any part may be wrong: names, types, config, wiring, the tree."""
+    required = {k: _sections[k] for k in ("site", "actors", "supervision")}
+    return st.fixed_dictionaries(required, optional={"system": _sections["system"], "unknown": _values}).map(
+        lambda doc: json.dumps(doc).encode()
+    )
 
 
 @PURE
