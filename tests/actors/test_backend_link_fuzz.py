@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import string
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.actors.test_backend_link_harness import CP_ID, Station, eventually, station
@@ -157,6 +158,37 @@ def test_a_call_whose_payload_is_nested_deep_gets_a_call_error(linked: Station) 
     assert answer.error_code in ("FormationViolation", "TypeConstraintViolation", "PropertyConstraintViolation"), (
         answer.text
     )
+
+
+@SETTINGS
+@given(
+    number=st.integers(2**31, 2**80) | st.integers(-(2**80), -1) | st.floats(allow_nan=False, allow_infinity=False),
+    action=st.sampled_from(
+        [
+            ("UnlockConnector", "connectorId"),
+            ("RemoteStopTransaction", "transactionId"),
+            ("ChangeAvailability", "connectorId"),
+            ("TriggerMessage", "connectorId"),
+            ("RemoteStartTransaction", "connectorId"),
+            ("ChangeConfiguration", "value"),
+        ]
+    ),
+)
+@example(number=2**70, action=("RemoteStopTransaction", "transactionId"))
+def test_numbers_out_of_range_are_answered_and_never_hurt_the_link(
+    linked: Station, number: float, action: tuple[str, str]
+) -> None:
+    name, field = action
+    payload = {
+        "UnlockConnector": {},
+        "RemoteStopTransaction": {},
+        "ChangeAvailability": {"type": "Operative"},
+        "TriggerMessage": {"requestedMessage": "StatusNotification"},
+        "RemoteStartTransaction": {"idTag": "T1"},
+        "ChangeConfiguration": {"key": "MeterValueSampleInterval"},
+    }[name]
+    answer = linked.raw_call(json.dumps([2, str(uuid.uuid4()), name, {**payload, field: number}]))
+    assert answer.error_code or isinstance(answer.payload, dict), answer.text
 
 
 def test_after_the_fuzzing_the_link_is_the_same_link(linked: Station) -> None:
