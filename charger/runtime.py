@@ -141,6 +141,8 @@ class _OutboundCall:
     pending: Pending
     timeout: float
     corr: int = 0
+    address: Any = None
+    """Where the call went: only that actor may answer it."""
 
 
 @dataclass(slots=True)
@@ -237,7 +239,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
                 )
             return
         if env.kind in (Kind.REPLY, Kind.ERROR):
-            self._on_answer(env, addresses)
+            self._on_answer(env, addresses, sender)
         elif isinstance(env.body, Init):
             self._on_init(env, addresses, sender)
         elif not self._ready and not (
@@ -428,6 +430,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
             peer.backlog.append(out)
             return
         out.corr = next(self._corr)
+        out.address = peer.address
         peer.in_flight[out.corr] = out
         self._calls[out.corr] = out
         self.send(peer.address, _pack(Kind.CALL, out.corr, self._name, out.frame))
@@ -464,10 +467,18 @@ class ActorProcess(Actor):  # type: ignore[misc]
         while peer.backlog and len(peer.in_flight) < MAX_IN_FLIGHT:
             self._send_call(peer, peer.backlog.popleft())
 
-    def _on_answer(self, env: Envelope, addresses: dict[str, Any]) -> None:
+    def _on_answer(self, env: Envelope, addresses: dict[str, Any], sender: Any) -> None:
         out = self._calls.get(env.corr)
         if out is None:
             return  # late answer to a call that already timed out or failed
+        # Correlation ids are small counters: anyone who can reach our port could guess one. An answer
+        # from elsewhere, or an ERROR without a CallFailed, would hand a handler a value it cannot use.
+        if sender != out.address or (env.kind is Kind.ERROR and not isinstance(env.body, CallFailed)):
+            self.decode_failures += 1
+            _log.warning(
+                "%s: dropped a forged %s %s for call %d from %s", self._name, env.kind.name, env.tag, env.corr, sender
+            )
+            return
         if env.kind is Kind.ERROR:
             failed: CallFailed = env.body
             out.pending.fail(error_for_code(failed.code, failed.message))

@@ -369,10 +369,9 @@ class _Checker:
         if config is None or cls is None:
             return config or {}
         schema = cls.config_schema
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            message = f"actor type {cls.__name__} has an invalid config_schema: {exc.message}"
+        problem = _schema_problem(cls)
+        if problem is not None:
+            message = f"actor type {cls.__name__} has an invalid config_schema: {problem}"
             self.src.error(self.src.at((*path[:-1], "type")), message)
             return config
         fill_defaults(schema, config)
@@ -574,6 +573,21 @@ class _Checker:
         # A worker's shutdown left at inf gets spec.py's worker default.
         spec = {"actor": instance.type, "config": instance.config, "requires": instance.connections}
         return self._build(path, ChildSpec, id=name, restart=restart, shutdown=shutdown, **spec)
+
+
+_SCHEMA_PROBLEMS: dict[type[Behaviour], str | None] = {}
+
+
+def _schema_problem(cls: type[Behaviour]) -> str | None:
+    """Why the class's config_schema is no valid JSON Schema, or None. Checked once per class: checking
+    against the metaschema took ~40 ms, paid for every instance of every type on every load."""
+    if cls not in _SCHEMA_PROBLEMS:
+        try:
+            jsonschema.Draft202012Validator.check_schema(cls.config_schema)
+            _SCHEMA_PROBLEMS[cls] = None
+        except jsonschema.SchemaError as exc:
+            _SCHEMA_PROBLEMS[cls] = str(exc.message)
+    return _SCHEMA_PROBLEMS[cls]
 
 
 def _cycles(graph: dict[str, list[str]]) -> Iterator[list[str]]:
