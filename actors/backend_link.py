@@ -1,6 +1,6 @@
 """BackendLink: the station's OCPP 1.6J link to its CSMS (Core, Firmware Management, Local Auth List
-Management, Remote Trigger, security profiles 0-3 and the Security Whitepaper's extensions). One per
-station; the n-th EVSE manager wired to it is OCPP connector n.
+Management, Reservation, Remote Trigger, Smart Charging, security profiles 0-3 and the Security
+Whitepaper's extensions). One per station; the n-th EVSE manager wired to it is OCPP connector n.
 
 The connection itself (websockets and the `ocpp` library) runs on this actor's asyncio I/O thread
 (`charger.actors.ocpp_link`); every decision, all state and every SQLite write stay on the actor's
@@ -20,6 +20,9 @@ thread. What it does:
   with the EVSE managers' session histories and reports what it missed while it was down.
 - CSMS requests: `charger.actors.ocpp_csms_calls`; Firmware Management and the Security Whitepaper's
   requests and security events: `charger.actors.ocpp_maintenance` (firmware, diagnostics, security).
+- Smart Charging (profiles, composite schedule, each connector's limit as this link's lease):
+  `charger.actors.ocpp_smart_link`.
+- Reservations: `charger.actors.ocpp_reservations` (kept in the ledger's file, enforced by the connectors).
 - Authorization: `AuthorizeToken` answers from the local list, the cache and the CSMS (OCPP 1.6 §3.5).
 
 Reset (soft or hard) stops running transactions with reason SoftReset or HardReset, waits until
@@ -59,7 +62,9 @@ from charger.actors.ocpp_messages import (
     TokenAuthorization,
 )
 from charger.actors.ocpp_reporting import TransactionReporting
+from charger.actors.ocpp_reservations import Reservations
 from charger.actors.ocpp_security import SecurityCenter
+from charger.actors.ocpp_smart_link import SMART_CHARGING_SCHEMA, SmartChargingLink
 from charger.actors.ocpp_station import LinkEventsToActor, StationReports
 from charger.protocols.ocpp_config import FeatureProfile, OcppConfiguration, StationFacts, standard_keys, with_defaults
 from charger.protocols.ocpp_frames import IncomingCall
@@ -78,6 +83,8 @@ _FEATURES = frozenset(
         FeatureProfile.FIRMWARE_MANAGEMENT,
         FeatureProfile.LOCAL_AUTH_LIST_MANAGEMENT,
         FeatureProfile.REMOTE_TRIGGER,
+        FeatureProfile.SMART_CHARGING,
+        FeatureProfile.RESERVATION,
     }
 )
 _CLOSE_WAIT_S = 5.0
@@ -108,7 +115,7 @@ _STATION = {
 }
 
 
-class BackendLink(TransactionReporting, StationReports):
+class BackendLink(TransactionReporting, StationReports, Reservations):
     description = "OCPP 1.6J backend link: boot, status, transactions (persistent queue), remote control, auth."
     provides = {"backend": BACKEND_LINK}
     requires = {
@@ -143,6 +150,7 @@ class BackendLink(TransactionReporting, StationReports):
             },
             "response_timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 30},
             "open_timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "smart_charging": SMART_CHARGING_SCHEMA,
             "boot_retry_s": {
                 "type": "number",
                 "exclusiveMinimum": 0,
@@ -185,17 +193,21 @@ class BackendLink(TransactionReporting, StationReports):
         self.station_operative = self.ledger.meta("station_operative") is not False
         self.init_reports()
         self.security.started()
+        self.smart = SmartChargingLink(self)
         for evse in self.evses:
             self.subscribe(evse, ConnectorStatus, ChargingSessionEvent, SessionCompleted)
         for meter in self.meters:
             self.subscribe(meter, PowerMeterReading)
         self.recover_unconfirmed()
+        self.init_reservations()
         for status in (yield from self.reconcile()):
             self.on_connector_status(status)
+        self.reservations_ready()
         for connector, operative in self.operative.items():
             if not operative:  # re-assert what the CSMS asked for before the restart
                 self.run_task(self.set_availability(connector, False))
         self.arm_meter_timers()
+        self.smart.start()
         self.link = OcppLink(self.settings, LinkEventsToActor(self), self.log)
         yield self.run_async(self._start_link())
         self.log.info(
@@ -217,7 +229,12 @@ class BackendLink(TransactionReporting, StationReports):
                 asyncio.run_coroutine_threadsafe(link.close(), self._rt.io().loop).result(timeout=_CLOSE_WAIT_S)
             except Exception as exc:  # noqa: BLE001 - a stuck close must not keep the actor from exiting
                 self.log.warning("backend link: closing the connection failed: %s", exc)
-        for closable in (getattr(self, "store", None), getattr(self, "ledger", None), getattr(self, "security", None)):
+        for closable in (
+            getattr(self, "store", None),
+            getattr(self, "ledger", None),
+            getattr(self, "security", None),
+            getattr(self, "smart", None),
+        ):
             if closable is not None:
                 closable.close()
 
@@ -395,6 +412,7 @@ class BackendLink(TransactionReporting, StationReports):
         connector = self.connector_of.get(event.connector)
         if connector is None or event.session_id is None:
             return
+        self.smart.session_event(connector, event.kind)
         if event.kind == "TransactionStarted":
             if event.meter_wh is not None:
                 self.tx_start_wh[event.session_id] = event.meter_wh
@@ -414,7 +432,10 @@ class BackendLink(TransactionReporting, StationReports):
     @handles(ConnectorStatus)
     def on_status_var(self, status: ConnectorStatus) -> None:
         self.on_connector_status(status)
+        self.reservations_on_status()
         connector = self.connector_of.get(status.connector)
+        if connector is not None:
+            self.smart.status_seen(connector)
         if connector is not None and connector in self.scheduled:
             self.apply_scheduled_availability(connector)
 
@@ -427,7 +448,9 @@ class BackendLink(TransactionReporting, StationReports):
 
     @handles(AuthorizeToken)
     def on_authorize_token(self, request: AuthorizeToken) -> Generator[Pending, Any, TokenAuthorization]:
-        return (yield from self.authorize(request.id_tag))
+        verdict = yield from self.authorize(request.id_tag)
+        self.note_authorization(verdict)
+        return verdict
 
     @handles(GetBackendLinkStatus)
     def on_get_link_status(self, request: GetBackendLinkStatus) -> BackendLinkStatus:

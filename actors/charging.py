@@ -8,6 +8,20 @@ and hosts; durations are seconds.
 
 from __future__ import annotations
 
+from dataclasses import field
+
+from charger.actors.energy_messages import (  # re-exported: the energy manager's vocabulary
+    ENERGY_MANAGER,
+    EnergyPlan,
+    EvseAllocation,
+    GetEnergyPlan,
+    NodeCapView,
+    NodeLoad,
+    SetEnergyForecast,
+    SetNodeCap,
+    SetSessionNeed,
+)
+
 from charger.interfaces import Command, ErrorDef, Interface, Severity
 from charger.lifecycle import Ack
 from charger.messages import message
@@ -25,6 +39,7 @@ __all__ = [
     "BoardState",
     "CarCommand",
     "ChargingSessionEvent",
+    "ConnectorReservation",
     "ConnectorStatus",
     "DescribeRig",
     "EnergyPlan",
@@ -35,12 +50,16 @@ __all__ = [
     "GetSessionHistory",
     "GrantLimitLease",
     "InjectSimFault",
+    "NodeCapView",
+    "NodeLoad",
     "PauseCharging",
     "PlugCar",
     "PowerMeterReading",
     "PresentCard",
     "PresentToken",
     "ReadMeterNow",
+    "ReleaseLimitLease",
+    "ReserveConnector",
     "ResumeCharging",
     "RigLayout",
     "RigState",
@@ -48,6 +67,9 @@ __all__ = [
     "SessionHistory",
     "SetAvailability",
     "SetBoardOutputs",
+    "SetEnergyForecast",
+    "SetNodeCap",
+    "SetSessionNeed",
     "StopCharging",
     "TokenRead",
     "TokenVerdict",
@@ -182,9 +204,12 @@ AUTH = Interface(
 @message
 class AuthorizeSession:
     """Authorize the waiting (or the next) session on this connector with `token_id`. Rejected when the
-    connector cannot take an authorization now (disabled, inoperative, already authorized)."""
+    connector cannot take an authorization now (disabled, inoperative, already authorized, or reserved
+    for idTags that neither `token_id` nor its `parent_id_tag` match)."""
 
     token_id: str
+    parent_id_tag: str | None = None
+    """The token's group (OCPP parentIdTag), when its authorization said: it may use a group's reservation."""
 
 
 @message
@@ -224,12 +249,46 @@ class SetAvailability:
 @message
 class GrantLimitLease:
     """A current or power limit until `valid_until` (Unix seconds). After that the connector falls back to
-    its failsafe current, never to unlimited. Exactly one of `amps` (per phase) and `watts` is set."""
+    its failsafe current, never to unlimited. Exactly one of `amps` (per phase) and `watts` is set.
+
+    Each `grantor` holds its own lease and the connector obeys the lowest. `fence` is the grantor's
+    incarnation (e.g. a counter kept across its restarts): a lease with a lower fence than one already
+    taken from the same grantor is Rejected, so a superseded instance can never drive the connector."""
 
     valid_until: float
     amps: float | None = None
     watts: float | None = None
     grantor: str = ""
+    fence: int = 0
+    released_when_lapsed: bool = False
+    """A temporary override: once it lapses the grantor no longer limits, instead of failsafe."""
+
+
+@message
+class ReleaseLimitLease:
+    """`grantor` stops limiting the connector (its lease is dropped, not lapsed to failsafe)."""
+
+    grantor: str = ""
+    fence: int = 0
+
+
+@message
+class ConnectorReservation:
+    """A reservation the connector honours until `expires_at` (Unix s): only `id_tag`, or a token whose
+    idTag or parent matches `id_tag` or `parent_id_tag`, may be authorized there."""
+
+    reservation_id: int
+    id_tag: str
+    expires_at: float
+    parent_id_tag: str | None = None
+
+
+@message
+class ReserveConnector:
+    """Honour exactly these reservations from now on (an empty list: none). Replaces what was held
+    before and survives a restart; a reservation past its `expires_at` is ignored."""
+
+    reservations: tuple[ConnectorReservation, ...] = ()
 
 
 @message
@@ -252,6 +311,7 @@ class ConnectorStatus:
     current_limit_a: float
     """The current on offer now: min(lease or failsafe, hardware, cable)."""
     lease_until: float | None
+    """When the first lease lapses."""
     power_w: float | None
     energy_wh: float | None
     """Energy of the running (or last) session, from the meter register."""
@@ -263,6 +323,13 @@ class ConnectorStatus:
     sessions_completed: int
     energy_total_wh: float
     """Energy of every completed session since the journal began."""
+    leases: dict[str, float] = field(default_factory=dict)
+    """Per grantor, the current it grants now (its failsafe current once its lease lapsed)."""
+    meter_start_wh: float | None = None
+    """The running transaction's start register: what its bill will count from."""
+    transaction_started_at: float | None = None
+    reservations: tuple[ConnectorReservation, ...] = ()
+    """The reservations the connector honours now (`ReserveConnector`)."""
 
 
 @message
@@ -317,6 +384,8 @@ EVSE_MANAGER = Interface(
         Command(StopCharging, Ack),
         Command(SetAvailability, Ack),
         Command(GrantLimitLease, Ack),
+        Command(ReleaseLimitLease, Ack),
+        Command(ReserveConnector, Ack),
         Command(GetConnectorStatus, ConnectorStatus),
         Command(GetSessionHistory, SessionHistory),
     ),
@@ -425,44 +494,4 @@ SIL_RIG = Interface(
 
 CARD_READER_SIM = Interface(
     name="card_reader_sim", description="A simulated RFID reader.", commands=(Command(PresentCard, Ack),)
-)
-
-
-# --- energy manager: the site-wide plan behind the leases ------------------------------------
-
-
-@message
-class GetEnergyPlan:
-    """Answered with an `EnergyPlan`."""
-
-
-@message
-class EvseAllocation:
-    """What one EVSE is given now, and why."""
-
-    evse: str
-    amps: float
-    reason: str
-    """``Reason`` value of `charger.protocols.energy_schedule`: fuse, own_max, price, no_session..."""
-    detail: str
-    node: str | None
-
-
-@message
-class EnergyPlan:
-    """The last decision: its planner, how long it took, and each EVSE's allocation."""
-
-    planner: str
-    status: str
-    fallback_reason: str | None
-    solve_s: float
-    decided_at: float
-    allocations: list[EvseAllocation]
-
-
-ENERGY_MANAGER = Interface(
-    name="energy_manager",
-    description="Plans the site's charging currents under its fuses and sends them as leases.",
-    commands=(Command(GetEnergyPlan, EnergyPlan),),
-    vars=(EnergyPlan,),
 )

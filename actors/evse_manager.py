@@ -31,6 +31,7 @@ from charger.actors.charging import (
     PauseCharging,
     PowerMeterReading,
     ReadMeterNow,
+    ReleaseLimitLease,
     ResumeCharging,
     SessionCompleted,
     SessionHistory,
@@ -39,6 +40,7 @@ from charger.actors.charging import (
     StopCharging,
     WithdrawAuthorization,
 )
+from charger.actors.evse_reservations import ReservationHolder
 from charger.protocols.evse_events import (
     Action,
     Authorized,
@@ -52,6 +54,7 @@ from charger.protocols.evse_events import (
     FaultCleared,
     FaultRaised,
     LimitLease,
+    LimitReleased,
     LockConnector,
     MeterValue,
     OpenRelays,
@@ -72,7 +75,7 @@ from charger.protocols.evse_events import (
 from charger.protocols.evse_session import ConnectorConfig, ConnectorMachine
 from charger.protocols.iec61851 import IecTiming, Pilot, duty_permille
 
-from charger.behaviour import Behaviour, Pending, Timer, handles
+from charger.behaviour import Pending, Timer, handles
 from charger.errors import CallError, Rejected
 from charger.interfaces import Requirement
 from charger.journal import Journal
@@ -85,7 +88,7 @@ _METER_SETTLE_TRIES = 10
 _BOARD_FAULTS = {"rcd_tripped": Fault.RCD, "diode_fault": Fault.DIODE_FAILURE}
 
 
-class EvseManager(Behaviour):
+class EvseManager(ReservationHolder):
     description = "One connector: IEC 61851-1 charging, sessions journaled, limits as leases."
     provides = {"evse": EVSE_MANAGER}
     requires = {
@@ -143,6 +146,7 @@ class EvseManager(Behaviour):
             )
         )
         self.journal = Journal(f"{self.state_dir}/{self.name}.sessions.db")
+        self.init_reservations()
         self.board_name = self.connections["board"][0]
         meters = self.connections.get("meter") or []
         self.meter_name: str | None = meters[0] if meters else None
@@ -220,6 +224,9 @@ class EvseManager(Behaviour):
             raise Rejected(f"{self.name} cannot take an authorization while {m.state.value}")
         if m.authorized or m.transaction_active:
             raise Rejected(f"{self.name} is already authorized (session {m.session_id})")
+        reserved = self.reservation_refusal(req.token_id, req.parent_id_tag)
+        if reserved is not None:
+            raise Rejected(reserved)
         self._feed(Authorized(token_id=req.token_id))
         return Ack()
 
@@ -269,7 +276,22 @@ class EvseManager(Behaviour):
         per_watt = 1.0 / (self.config["nominal_voltage_v"] * self.config["phases"])
         amps = req.amps if req.amps is not None else (req.watts or 0.0) * per_watt
         try:
-            self._feed(LimitLease(amps=amps, valid_until=req.valid_until))
+            lease = LimitLease(
+                amps=amps,
+                valid_until=req.valid_until,
+                grantor=req.grantor,
+                fence=req.fence,
+                released_when_lapsed=req.released_when_lapsed,
+            )
+            self._feed(lease)
+        except ValueError as exc:  # including StaleLease: a superseded grantor instance
+            raise Rejected(str(exc)) from None
+        return Ack()
+
+    @handles(ReleaseLimitLease)
+    def on_release(self, req: ReleaseLimitLease) -> Ack:
+        try:
+            self._feed(LimitReleased(grantor=req.grantor, fence=req.fence))
         except ValueError as exc:
             raise Rejected(str(exc)) from None
         return Ack()
@@ -439,6 +461,10 @@ class EvseManager(Behaviour):
             last_event=self.last_event,
             sessions_completed=self.sessions_completed,
             energy_total_wh=self.energy_total_wh,
+            leases=m.granted_a(now),
+            meter_start_wh=None if self.transaction is None else self.transaction["meter_start_wh"],
+            transaction_started_at=None if self.transaction is None else self.transaction["started_at"],
+            reservations=self.reservations_now(now),
         )
 
     def _publish_status(self, *, only_if_changed: bool) -> None:

@@ -1,12 +1,12 @@
-"""The CSMS's requests to the station (OCPP 1.6 Core, Local Auth List Management and Remote Trigger), each
+"""The CSMS's requests to the station (every OCPP 1.6 feature profile and the Security Whitepaper's), each
 answered on the backend link's actor thread. The payload arrives as on the wire (camelCase) and has
 passed the 1.6 schema; a handler returns the CALLRESULT payload, or a `CsmsAnswer` with work to do once
 the answer is sent ("response first": TriggerMessage, Reset, a remote start that must authorize).
 
-Firmware Management and the Security Whitepaper's requests come from `ocpp_maintenance`. A feature
-that is not here (Reservation, Smart Charging) is answered NotSupported by the link, and is not
-announced in SupportedFeatureProfiles. Adding one is adding its handlers to `CSMS_HANDLERS` (and its
-profile).
+Core, Local Auth List Management and Remote Trigger are here; Smart Charging's requests are in
+`charger.actors.ocpp_smart_link` (`SMART_HANDLERS`), Reservation's (ReserveNow, CancelReservation) in
+`ocpp_reservations`, Firmware Management's and the Security Whitepaper's in `ocpp_maintenance`. An
+action a charge point sends (BootNotification...) is answered NotSupported.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from charger.actors.charging import AuthorizeSession, StopCharging
 from charger.actors.ocpp_base import LINK_UNAVAILABLE, RUNNING_STATES
 from charger.actors.ocpp_link import CsmsAnswer, CsmsError, CsmsReply
 from charger.actors.ocpp_maintenance import MAINTENANCE_HANDLERS, MAINTENANCE_TRIGGERS
+from charger.actors.ocpp_reservations import cancel_reservation, reserve_now
+from charger.actors.ocpp_smart_link import SMART_HANDLERS
 from charger.protocols.ocpp_config import ConfigurationStatus, TooManyKeys
 from charger.protocols.ocpp_frames import ErrorCode, IncomingCall
 from charger.protocols.ocpp_local_auth import ListLimits, UpdateStatus
@@ -136,19 +138,25 @@ def send_local_list(link: BackendLink, payload: dict[str, Any]) -> Result:
 
 def remote_start_transaction(link: BackendLink, payload: dict[str, Any]) -> Generator[Pending, Any, Result]:
     id_tag: str = payload["idTag"]
+    parent = link.parent_of(id_tag)
     states = {c: s.state for c, s in link.status.items()}
-    operative = {c: link.operative.get(c, True) and link.station_operative for c in link.connector_of.values()}
+    operative = {
+        c: link.operative.get(c, True) and link.station_operative and not link.reserved_for_others(c, id_tag, parent)
+        for c in link.connector_of.values()
+    }
     target = remote_start_target(payload.get("connectorId"), states, operative)
     if target is None:
         return _status("Rejected")
-    if "chargingProfile" in payload:
-        link.log.warning("RemoteStartTransaction: chargingProfile ignored, SmartCharging is not supported yet")
+    if "chargingProfile" in payload and (why := link.smart.remote_start_profile(target, payload["chargingProfile"])):
+        link.log.warning("RemoteStartTransaction on connector %d: chargingProfile refused: %s", target, why)
+        return _status("Rejected")
     if link.keys.boolean("AuthorizeRemoteTxRequests"):
         return CsmsAnswer(payload=_status("Accepted"), after=lambda: _authorize_then_start(link, target, id_tag))
     try:
-        yield link.call(link.evses[target - 1], AuthorizeSession(token_id=id_tag), timeout=5.0)
+        yield link.call(link.evses[target - 1], AuthorizeSession(token_id=id_tag, parent_id_tag=parent), timeout=5.0)
     except CallError as exc:
         link.log.warning("RemoteStartTransaction on connector %d refused: %s", target, exc)
+        link.smart.drop_pending(target)
         return _status("Rejected")
     link.log.info("RemoteStartTransaction: %s authorized on connector %d", id_tag, target)
     return _status("Accepted")
@@ -156,11 +164,14 @@ def remote_start_transaction(link: BackendLink, payload: dict[str, Any]) -> Gene
 
 def _authorize_then_start(link: BackendLink, connector: int, id_tag: str) -> Generator[Pending, Any, None]:
     verdict = yield from link.authorize(id_tag)
+    link.note_authorization(verdict)
     if verdict.status != "Accepted":
         link.log.info("RemoteStartTransaction: %s is %s (%s): not started", id_tag, verdict.status, verdict.source)
+        link.smart.drop_pending(connector)
         return
     try:
-        yield link.call(link.evses[connector - 1], AuthorizeSession(token_id=id_tag), timeout=5.0)
+        start = AuthorizeSession(token_id=id_tag, parent_id_tag=verdict.parent_id_tag)
+        yield link.call(link.evses[connector - 1], start, timeout=5.0)
     except CallError as exc:
         link.log.warning("RemoteStartTransaction on connector %d refused after Authorize: %s", connector, exc)
 
@@ -283,6 +294,7 @@ def data_transfer(link: BackendLink, payload: dict[str, Any]) -> Result:
 
 
 CSMS_HANDLERS: dict[str, Handler] = {
+    "CancelReservation": cancel_reservation,
     "ChangeAvailability": change_availability,
     "ChangeConfiguration": change_configuration,
     "ClearCache": clear_cache,
@@ -292,10 +304,12 @@ CSMS_HANDLERS: dict[str, Handler] = {
     "GetLocalListVersion": get_local_list_version,
     "RemoteStartTransaction": remote_start_transaction,
     "RemoteStopTransaction": remote_stop_transaction,
+    "ReserveNow": reserve_now,
     "Reset": reset,
     "SendLocalList": send_local_list,
     "TriggerMessage": trigger_message,
     "UnlockConnector": unlock_connector,
     **MAINTENANCE_HANDLERS,
+    **SMART_HANDLERS,
 }
 """Every CSMS-initiated action the station serves (the SmartCharging seam: add its handlers here)."""

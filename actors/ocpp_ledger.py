@@ -23,7 +23,7 @@ from typing import Any
 
 from charger.ocpp_store import START_TRANSACTION, STOP_TRANSACTION, TransactionQueue
 
-__all__ = ["Ledger", "SessionRecord", "queued_in"]
+__all__ = ["MAX_TRANSACTION_DATA", "Ledger", "SessionRecord", "queued_in"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS session (
@@ -32,8 +32,14 @@ CREATE TABLE IF NOT EXISTS session (
     stop_payload TEXT, stop_queued INTEGER NOT NULL DEFAULT 0,
     preexisting INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS transaction_data (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, meter_value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS transaction_data_session ON transaction_data (session_id);
 """
 _KEEP_SESSIONS = 2000  # finished sessions kept to recognise their late events; older ones are pruned
+MAX_TRANSACTION_DATA = 500
+"""MeterValues kept per session for StopTransaction's transactionData: the newest, so that a session of
+days at a short interval still fits a frame the CSMS accepts."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +125,26 @@ class Ledger:
         column = "start_queued" if action == START_TRANSACTION else "stop_queued"
         self._db.execute(f"UPDATE session SET {column} = 1 WHERE session_id = ?", (session_id,))
 
+    def add_transaction_data(self, session_id: str, meter_value: dict[str, Any]) -> None:
+        """One MeterValue (StopTxnSampledData or StopTxnAlignedData) for the session's StopTransaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO transaction_data (session_id, meter_value) VALUES (?, ?)",
+                (session_id, json.dumps(meter_value)),
+            )
+            self._db.execute(
+                "DELETE FROM transaction_data WHERE seq IN (SELECT seq FROM transaction_data WHERE session_id = ?"
+                " ORDER BY seq DESC LIMIT -1 OFFSET ?)",
+                (session_id, MAX_TRANSACTION_DATA),
+            )
+
+    def transaction_data(self, session_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT meter_value FROM transaction_data WHERE session_id = ? ORDER BY seq", (session_id,)
+        )
+        return [json.loads(r[0]) for r in rows]
+
     def record_preexisting(self, connector_id: int, session_ids: list[str]) -> None:
         now = time.time()
         self._db.executemany(
@@ -132,6 +158,10 @@ class Ledger:
             "DELETE FROM session WHERE rowid IN (SELECT rowid FROM session WHERE stop_queued = 1 OR preexisting = 1"
             " ORDER BY rowid DESC LIMIT -1 OFFSET ?)",
             (_KEEP_SESSIONS,),
+        )
+        self._db.execute(
+            "DELETE FROM transaction_data WHERE session_id IN (SELECT session_id FROM session WHERE stop_queued = 1)"
+            " OR session_id NOT IN (SELECT session_id FROM session)"
         )
 
     # -- small persistent settings ------------------------------------------------------------------

@@ -170,6 +170,9 @@ class TransactionReporting(LinkCore):
         if why:
             self.log.warning("%s: reported with idTag %s: %s", session_id, id_tag, why)
         payload = start_transaction_payload(connector, id_tag, meter_wh, at)
+        reservation_id = self.reservation_used(connector, id_tag, at)
+        if reservation_id is not None:
+            payload["reservationId"] = reservation_id
         self._enqueue_reported(session_id, START_TRANSACTION, payload)
 
     def transaction_completed(self, connector: int, done: SessionCompleted) -> None:
@@ -179,11 +182,26 @@ class TransactionReporting(LinkCore):
         if record is None:  # it began while this link was down: report it whole, late but exact
             self.log.info("%s ran while the backend link was down: reporting it now", done.session_id)
             self.transaction_started(connector, done.session_id, done.token_id, done.meter_start_wh, done.started_at)
-        payload = stop_transaction_payload(done.meter_stop_wh, done.stopped_at, done.stop_reason)
+        data = self.ledger.transaction_data(done.session_id)
+        payload = stop_transaction_payload(done.meter_stop_wh, done.stopped_at, done.stop_reason, data)
         self._enqueue_reported(done.session_id, STOP_TRANSACTION, payload)
         self.finishing.pop(done.session_id, None)
         self.tx_start_wh.pop(done.session_id, None)
         self.ledger.prune()
+
+    def _started_while_down(self, connector: int, status: ConnectorStatus) -> None:
+        """A transaction the link did not hear begin (it was restarting): its StartTransaction goes out now,
+        from the start register the EVSE manager bills from."""
+        assert status.session_id is not None
+        if status.transaction_started_at is None:
+            self.log.warning("%s began while the link was down; it is reported when it ends", status.session_id)
+            return
+        self.log.info("%s began while the link was down: reporting its start now", status.session_id)
+        if status.meter_start_wh is not None:
+            self.tx_start_wh[status.session_id] = status.meter_start_wh
+        self.transaction_started(
+            connector, status.session_id, status.token_id, status.meter_start_wh, status.transaction_started_at
+        )
 
     def reconcile(self) -> Generator[Pending, Any, list[ConnectorStatus]]:
         """Report what was billed while the link was down; returns the connectors' statuses."""
@@ -208,7 +226,7 @@ class TransactionReporting(LinkCore):
                 for done in history.sessions:
                     self.transaction_completed(connector, done)
             if status.state in RUNNING_STATES and status.session_id and self.ledger.get(status.session_id) is None:
-                self.log.warning("%s began while the link was down; it is reported when it ends", status.session_id)
+                self._started_while_down(connector, status)
         if first_run and complete:
             self.ledger.set_meta("initialized", True)
         return statuses

@@ -9,6 +9,8 @@ meter values, and the availability the CSMS asked for (a mixin of `BackendLink`)
   MeterValuesAlignedData (Sample.Clock) go into the queue when a transaction runs, else straight out.
   The register comes from the meter when one is wired to the link, else from the EVSE manager (its
   start register plus the session's energy), so it is the one the bill uses either way.
+- Transaction data: at the same instants, StopTxnSampledData and StopTxnAlignedData of the running
+  transactions go into the ledger, and the StopTransaction carries them as transactionData.
 - Availability: `set_availability` asks the EVSE manager (`SetAvailability`) and persists the
   outcome; a change scheduled for a busy connector is applied when its transaction has been billed.
 """
@@ -65,7 +67,8 @@ class StationReports(LinkCore):
             return
         self.status[connector] = status
         operative = self.operative.get(connector, True) and self.station_operative
-        view = connector_view(status.state, status.faults, status.token_id, operative=operative)
+        reserved = any(r.expires_at > time.time() for r in status.reservations)
+        view = connector_view(status.state, status.faults, status.token_id, operative=operative, reserved=reserved)
         if view.status in _FREE and connector in self.finishing.values():
             # Unplugged, but its StopTransaction is not queued yet (the bill settles): still Finishing.
             view = ConnectorView(ChargePointStatus.FINISHING, view.error_code, view.info)
@@ -171,16 +174,30 @@ class StationReports(LinkCore):
 
     def _sample(self) -> None:
         measurands = self.keys.csl("MeterValuesSampledData")
+        for_stop = self.keys.csl("StopTxnSampledData")
         for connector, session in self._reporting_sessions().items():
             payload = self._meter_values(connector, measurands, "Sample.Periodic")
             if payload is not None:
                 self.enqueue("MeterValues", payload, session)
+            self._keep_for_stop(session, connector, for_stop, "Sample.Periodic")
+
+    def _keep_for_stop(
+        self, session: str, connector: int, measurands: tuple[str, ...], context: str, at: float | None = None
+    ) -> None:
+        """StopTxnSampledData / StopTxnAlignedData: kept in the ledger for the StopTransaction's
+        transactionData, so they survive a restart of the link like the transaction does."""
+        payload = self._meter_values(connector, measurands, context, at)
+        if payload is not None:
+            self.ledger.add_transaction_data(session, payload["meterValue"][0])
 
     def _aligned(self, due: float) -> None:
         """The readings of the aligned instant `due` (stamped with it, read now: a timer is a little late)."""
         self._arm_aligned(after=due)
         measurands = self.keys.csl("MeterValuesAlignedData")
         sessions = self._reporting_sessions()
+        for_stop = self.keys.csl("StopTxnAlignedData")
+        for connector, session in sessions.items():
+            self._keep_for_stop(session, connector, for_stop, "Sample.Clock", at=due)
         for connector in range(1, len(self.evses) + 1):
             payload = self._meter_values(connector, measurands, "Sample.Clock", at=due)
             if payload is None:

@@ -67,6 +67,12 @@ _CONNECTOR_PROPERTIES: dict[str, Any] = {
         "type": "string",
         "description": "Write the Modbus TCP port actually bound here (relative: under the state dir).",
     },
+    "relay_log": {
+        "type": "string",
+        "minLength": 1,
+        "description": "Append every relay, pilot, PWM and board-fault change here as a JSON line (relative: "
+        "under the state dir); the safety record `python -m charger.chaos` checks.",
+    },
 }
 _DEFAULTS: dict[str, Any] = {
     "watchdog_s": 0.5,
@@ -128,6 +134,7 @@ class SilRig(Behaviour):
         settings = ConnectorSettings(
             board_link=os.path.join(self.state_dir, cfg.get("board_link") or f"{stem}.board"),
             energy_journal=os.path.join(self.state_dir, f"{stem}.meter.json"),
+            relay_log=os.path.join(self.state_dir, cfg["relay_log"]) if "relay_log" in cfg else None,
             **{key: cfg[key] for key in _DEFAULTS},
         )
         sim = SimulatedConnector(settings)

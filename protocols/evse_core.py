@@ -109,8 +109,10 @@ class Facts:
     user_paused: bool = False
     meter_start_wh: float | None = None
     energy_wh: float | None = None
-    lease_a: float | None = None
-    lease_until: float | None = None
+    lease_a: dict[str, float] = field(default_factory=dict)  # per grantor; see `LimitLease`
+    lease_until: dict[str, float] = field(default_factory=dict)
+    lease_fence: dict[str, int] = field(default_factory=dict)  # highest fence taken, kept after a release
+    lease_released_when_lapsed: set[str] = field(default_factory=set)
     cable_max_a: float | None = None
     faults: dict[Fault, Severity] = field(default_factory=dict)  # active, including latched ones
     latched: set[Fault] = field(default_factory=set)  # cleared by their source, held until unplug
@@ -133,12 +135,22 @@ class ConnectorCore:
         self._out: list[Action] = []
 
     def effective_current_a(self, now: float) -> float:
-        """min(lease, or failsafe once it lapsed; hardware max; cable max). May be below 6 A."""
+        """min(every grantor's grant, failsafe without any lease, hardware max, cable max). May be
+        below 6 A."""
         f, cfg = self._f, self.config
-        lease = f.lease_a if f.lease_until is not None and now <= f.lease_until else None
-        limits = [cfg.failsafe_current_a if lease is None else lease, cfg.hardware_max_current_a]
+        limits = [min(self.granted_a(now).values(), default=cfg.failsafe_current_a), cfg.hardware_max_current_a]
         limits.extend(c for c in (f.cable_max_a, cfg.cable_max_current_a) if c is not None)
         return min(limits)
+
+    def granted_a(self, now: float) -> dict[str, float]:
+        """Per grantor: its lease's current, or the failsafe current once that lease lapsed (nothing
+        for a lease that is released when it lapses)."""
+        f, failsafe = self._f, self.config.failsafe_current_a
+        return {
+            g: a if now <= f.lease_until[g] else failsafe
+            for g, a in f.lease_a.items()
+            if now <= f.lease_until[g] or g not in f.lease_released_when_lapsed
+        }
 
     def check_invariant(self) -> None:
         """Raise `SafetyViolation` if the relays are closed while DESIGN §7 (with the Table A.6

@@ -34,6 +34,7 @@ __all__ = [
     "FaultCleared",
     "FaultRaised",
     "LimitLease",
+    "LimitReleased",
     "LockConnector",
     "MeterValue",
     "OpenRelays",
@@ -47,6 +48,7 @@ __all__ = [
     "SetPwm",
     "SetStateF",
     "Severity",
+    "StaleLease",
     "StopReason",
     "StopRequested",
     "Tick",
@@ -172,6 +174,11 @@ def _check_finite(name: str, value: float, *, minimum: float | None = None) -> N
         raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
 
 
+def _check_fence(fence: int) -> None:
+    if type(fence) is not int or fence < 0:
+        raise ValueError(f"fence must be a non-negative integer, got {fence!r}")
+
+
 # --- inputs ----------------------------------------------------------------------------------------
 
 
@@ -196,17 +203,41 @@ class Deauthorized:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LimitLease:
-    """The energy manager grants `amps` per phase until `valid_until` (same clock as `now`). 0 pauses.
+    """`grantor` grants `amps` per phase until `valid_until` (same clock as `now`). 0 pauses.
 
-    A fresh lease replaces the previous one. After `valid_until` the connector falls back to its
-    configured failsafe current, never to unlimited (DESIGN §7)."""
+    A fresh lease replaces the same grantor's previous one; the connector obeys the lowest lease of
+    all its grantors (an energy manager and an OCPP charging profile may both limit it). A grantor
+    whose lease lapsed counts with the configured failsafe current, never unlimited (DESIGN §7), until
+    it grants again or releases; with `released_when_lapsed` (a temporary override by hand) the lapse
+    is a release instead. `fence` is the grantor's incarnation: a lease with a lower fence than
+    one already taken from the same grantor comes from a superseded instance and is refused
+    (`StaleLease`), so two instances never drive one connector (DESIGN §8)."""
 
     amps: float
     valid_until: float
+    grantor: str = ""
+    fence: int = 0
+    released_when_lapsed: bool = False
 
     def __post_init__(self) -> None:
         _check_finite("amps", self.amps, minimum=0.0)
         _check_finite("valid_until", self.valid_until)
+        _check_fence(self.fence)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitReleased:
+    """`grantor` no longer limits this connector (e.g. its last OCPP charging profile ended)."""
+
+    grantor: str = ""
+    fence: int = 0
+
+    def __post_init__(self) -> None:
+        _check_fence(self.fence)
+
+
+class StaleLease(ValueError):
+    """A lease or release from a superseded incarnation of its grantor (a lower fence)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -290,6 +321,7 @@ Event = (
     | Authorized
     | Deauthorized
     | LimitLease
+    | LimitReleased
     | CableRatingDetected
     | MeterValue
     | FaultRaised

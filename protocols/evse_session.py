@@ -37,6 +37,7 @@ from charger.protocols.evse_events import (
     FaultCleared,
     FaultRaised,
     LimitLease,
+    LimitReleased,
     LockConnector,
     MeterValue,
     OpenRelays,
@@ -48,6 +49,7 @@ from charger.protocols.evse_events import (
     SessionEventKind,
     SetPwm,
     SetStateF,
+    StaleLease,
     StopReason,
     StopRequested,
     Tick,
@@ -113,8 +115,14 @@ class ConnectorMachine(ConnectorCore):
 
     @property
     def lease_until(self) -> float | None:
-        """When the current lease lapses (None: no lease was ever granted)."""
-        return self._f.lease_until
+        """When the first of the current leases lapses (None: no grantor holds one)."""
+        return min(self._f.lease_until.values(), default=None)
+
+    @property
+    def leases(self) -> Mapping[str, tuple[float, float]]:
+        """Per grantor: (amps, valid_until) of its latest lease, lapsed or not."""
+        f = self._f
+        return MappingProxyType({g: (a, f.lease_until[g]) for g, a in f.lease_a.items()})
 
     @property
     def active_faults(self) -> Mapping[Fault, Severity]:
@@ -130,7 +138,7 @@ class ConnectorMachine(ConnectorCore):
         """When to send the next `Tick` at the latest (None: nothing pending). A lease lapses only
         strictly after its `valid_until`, so tick a little after that one."""
         f = self._f
-        due = [t for t in (f.auth_deadline, f.lease_until) if t is not None and t >= f.now]
+        due = [t for t in (f.auth_deadline, *f.lease_until.values()) if t is not None and t >= f.now]
         if f.relays_closed and f.state in GRACE_STATES and f.pwm_stopped_at is not None:
             due.append(f.pwm_stopped_at + self.config.timing.c1_power_off_s)
         return min(due, default=None)
@@ -182,7 +190,7 @@ class ConnectorMachine(ConnectorCore):
         """Resume from `snapshot()` output (same config). ValueError if it is malformed or unsafe.
         Follow with `resync()`: the board may have changed its outputs meanwhile."""
         previous = self._f
-        self._f = facts_from_native(Facts, snapshot)
+        self._f = facts_from_native(Facts, _upgraded(snapshot))
         try:
             self.check_invariant()
         except SafetyViolation as exc:
@@ -234,7 +242,25 @@ class ConnectorMachine(ConnectorCore):
             f.auth_deadline = None  # a new wait for authorization starts when the state resumes
 
     def _on_lease(self, event: LimitLease) -> None:
-        self._f.lease_a, self._f.lease_until = float(event.amps), float(event.valid_until)
+        f = self._take_fence(event.grantor, event.fence)
+        f.lease_a[event.grantor], f.lease_until[event.grantor] = float(event.amps), float(event.valid_until)
+        (f.lease_released_when_lapsed.add if event.released_when_lapsed else f.lease_released_when_lapsed.discard)(
+            event.grantor
+        )
+
+    def _on_lease_released(self, event: LimitReleased) -> None:
+        f = self._take_fence(event.grantor, event.fence)
+        f.lease_a.pop(event.grantor, None)
+        f.lease_until.pop(event.grantor, None)
+        f.lease_released_when_lapsed.discard(event.grantor)
+
+    def _take_fence(self, grantor: str, fence: int) -> Facts:
+        f = self._f
+        taken = f.lease_fence.get(grantor, fence)
+        if fence < taken:
+            raise StaleLease(f"{grantor or 'the grantor'} is superseded: fence {fence} < {taken} already taken")
+        f.lease_fence[grantor] = fence
+        return f
 
     def _on_cable(self, event: CableRatingDetected) -> None:
         self._f.cable_max_a = float(event.max_current_a)
@@ -324,6 +350,7 @@ _HANDLERS: dict[type, Callable[[ConnectorMachine, Any], None]] = {
     Authorized: ConnectorMachine._on_authorized,
     Deauthorized: ConnectorMachine._on_deauthorized,
     LimitLease: ConnectorMachine._on_lease,
+    LimitReleased: ConnectorMachine._on_lease_released,
     CableRatingDetected: ConnectorMachine._on_cable,
     MeterValue: ConnectorMachine._on_meter,
     FaultRaised: ConnectorMachine._on_fault_raised,
@@ -336,3 +363,20 @@ _HANDLERS: dict[type, Callable[[ConnectorMachine, Any], None]] = {
     DisableRequested: ConnectorMachine._on_disable,
     Tick: ConnectorMachine._on_tick,
 }
+
+
+def _upgraded(snapshot: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A version 1 snapshot held one lease without a grantor: it becomes grantor "" at fence 0."""
+    if not isinstance(snapshot, Mapping) or snapshot.get("version") != 1:
+        return snapshot
+    old = dict(snapshot)
+    amps, until = old.pop("lease_a", None), old.pop("lease_until", None)
+    held = amps is not None and until is not None
+    return {
+        **old,
+        "version": 2,
+        "lease_a": {"": amps} if held else {},
+        "lease_until": {"": until} if held else {},
+        "lease_fence": {"": 0} if held else {},
+        "lease_released_when_lapsed": [],
+    }

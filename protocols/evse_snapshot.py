@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 __all__ = ["SNAPSHOT_VERSION", "facts_from_native", "facts_to_native"]
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 """Bumped whenever the facts change shape; an older snapshot is refused, not guessed at."""
 
 T = TypeVar("T")

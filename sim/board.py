@@ -91,12 +91,18 @@ class BoardSimulator:
         rcd_ac_trip_ma: float = 30.0,
         has_lock: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        observer: Callable[[float, BoardStatus], None] | None = None,
     ) -> None:
+        """`observer` is called (board time, status) whenever the relay contact, pilot, PWM or a latched
+        fault changes: the safety record a fault-injection run checks (`charger.chaos`). It runs with the
+        board's lock held, so it must be quick and must not call back into the simulator."""
         if watchdog_s <= 0 or status_interval_s <= 0:
             raise ValueError("watchdog_s and status_interval_s must be positive")
         self._watchdog_s, self._status_interval_s = watchdog_s, status_interval_s
         self._rcd_dc_trip_ma, self._rcd_ac_trip_ma = rcd_dc_trip_ma, rcd_ac_trip_ma
         self._has_lock, self._clock = has_lock, clock
+        self._observer = observer
+        self._observed: tuple[object, ...] | None = None
         self._lock = threading.Lock()  # guards every field below; the thread and callers share them
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -339,6 +345,11 @@ class BoardSimulator:
         if self._pilot() not in (Pilot.C, Pilot.D):
             self._relays = False  # IEC 61851-1: the vehicle stopped asking for power (or left)
         self._contact = self._relays or (self._welded and self._contact)
+        if self._observer is not None:
+            seen = (self._contact, self._pilot(), self._pwm, self._watchdog_tripped, self._rcd_tripped)
+            if seen != self._observed:
+                self._observed = seen
+                self._observer(now, self._measure(0))
 
     def _pilot(self) -> Pilot:
         if self._error_e:

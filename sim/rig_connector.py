@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 
 from charger.protocols.battery import Battery
-from charger.protocols.board_frames import Pilot
+from charger.protocols.board_frames import BoardStatus, Pilot
 from charger.protocols.carsim import (
     CarOutputs,
     CarSimulator,
@@ -37,7 +38,7 @@ from charger.sim.meter_server import MeterLayout, MeterServer
 
 from charger.journal import write_file_atomically
 
-__all__ = ["FAULTS", "LAYOUTS", "ConnectorSettings", "SimulatedConnector", "script_text"]
+__all__ = ["FAULTS", "LAYOUTS", "ConnectorSettings", "SimulatedConnector", "relay_record", "script_text"]
 
 FAULTS = ("rcd", "meter_offline", "lock_failure", "pilot_error_e", "diode_failure")
 """What `InjectSimFault` understands (see its docstring)."""
@@ -66,6 +67,24 @@ class ConnectorSettings:
     token: str | None = None
     battery_kwh: float = 60.0
     soc_percent: float = 30.0
+    relay_log: str | None = None
+    """Append a JSON line here on every change of relays, pilot, PWM or latched board faults (see
+    `relay_record`); None: keep no record."""
+
+
+def relay_record(now: float, status: BoardStatus) -> str:
+    """One line of the relay record: monotonic time (comparable across processes on one host), relay
+    contact, pilot, PWM in per mille (None: off) and the board's latched faults."""
+    return json.dumps(
+        {
+            "t": now,
+            "relays": status.relays_closed,
+            "pilot": status.pilot.value,
+            "pwm": status.pwm_permille,
+            "watchdog": status.watchdog_tripped,
+            "rcd": status.rcd_tripped,
+        }
+    )
 
 
 def script_text(command: SimCommand) -> str:
@@ -89,7 +108,20 @@ class SimulatedConnector:
             capacity_kwh=settings.battery_kwh, soc_percent=settings.soc_percent, nominal_voltage_v=settings.voltage_v
         )
         self.car = CarSimulator(self.script, battery=battery)
-        self.board = BoardSimulator(link=settings.board_link, watchdog_s=settings.watchdog_s, status_interval_s=0.1)
+        # O_APPEND writes reach the file whole, and stay there when this process is SIGKILLed
+        self._relay_fd = (
+            None if settings.relay_log is None else os.open(settings.relay_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        )
+        try:
+            self.board = BoardSimulator(
+                link=settings.board_link,
+                watchdog_s=settings.watchdog_s,
+                status_interval_s=0.1,
+                observer=None if self._relay_fd is None else self._record_relays,
+            )
+        except BaseException:
+            self._close_relay_log()
+            raise
         try:
             self.meter = MeterServer(
                 LAYOUTS[settings.meter_layout],
@@ -100,6 +132,7 @@ class SimulatedConnector:
             self.meter.start()
         except BaseException:
             self.board.close()
+            self._close_relay_log()
             raise
         self.board.start()
         self.faults: set[str] = set()
@@ -116,6 +149,16 @@ class SimulatedConnector:
         self.meter.set_load(0.0, (0.0, 0.0, 0.0), self.settings.voltage_v)  # integrates up to now
         self.meter.stop()
         write_file_atomically(self.settings.energy_journal, json.dumps({"energy_wh": self.meter.energy_wh}))
+        self._close_relay_log()
+
+    def _record_relays(self, now: float, status: BoardStatus) -> None:
+        if self._relay_fd is not None:
+            os.write(self._relay_fd, relay_record(now, status).encode() + b"\n")
+
+    def _close_relay_log(self) -> None:
+        if self._relay_fd is not None:
+            os.close(self._relay_fd)
+            self._relay_fd = None
 
     # --- commands (ScriptError for a script that does not parse or load) ------------------------------
     def plug(self, script: str) -> None:

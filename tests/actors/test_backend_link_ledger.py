@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charger.actors.ocpp_ledger import Ledger, queued_in
+from charger.actors.ocpp_ledger import MAX_TRANSACTION_DATA, Ledger, queued_in
 
 from charger.ocpp_store import TransactionQueue
 
@@ -30,6 +30,24 @@ def test_intents_survive_a_reopen_until_confirmed(tmp_path: Path) -> None:
     assert old is not None and old.preexisting and not old.open
     ledger.set_meta("scheduled", {"1": False})
     assert ledger.meta("scheduled") == {"1": False} and ledger.meta("nothing") is None
+    ledger.close()
+
+
+def test_transaction_data_survives_a_reopen_keeps_the_newest_and_goes_with_the_session(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    ledger.intend_start("s1", 1, START_PAYLOAD)
+    ledger.mark_queued("s1", START)
+    for n in range(MAX_TRANSACTION_DATA + 5):
+        ledger.add_transaction_data("s1", {"timestamp": f"t{n}", "sampledValue": [{"value": str(n)}]})
+    ledger.add_transaction_data("s2", {"timestamp": "other", "sampledValue": []})
+    ledger.close()
+    ledger = Ledger(tmp_path / "l.db")
+    kept = ledger.transaction_data("s1")
+    assert len(kept) == MAX_TRANSACTION_DATA and kept[0]["timestamp"] == "t5" and kept[-1]["timestamp"] == "t504"
+    ledger.intend_stop("s1", STOP_PAYLOAD)
+    ledger.mark_queued("s1", STOP)
+    ledger.prune()  # the stop is queued with its data: nothing left to keep, nor for unknown sessions
+    assert ledger.transaction_data("s1") == [] and ledger.transaction_data("s2") == []
     ledger.close()
 
 

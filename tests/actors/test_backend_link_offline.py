@@ -148,6 +148,15 @@ def test_a_killed_backend_link_mid_session_reports_it_once(tmp_path: Path) -> No
 
 
 @message
+class FakeQuietStart:
+    """HistoryEvse: start a transaction on the plugged-in car without publishing TransactionStarted, as
+    if the backend link had been down at that instant."""
+
+    token: str
+    meter_start_wh: float
+
+
+@message
 class FakeBill:
     """HistoryEvse: close the running (or finished) session's bill; `publish` False keeps it quiet."""
 
@@ -173,8 +182,8 @@ class HistoryEvse(FakeEvse):
             connector=self.name,
             session_id=self.session,
             token_id=self.token,
-            meter_start_wh=1000.0,
-            meter_stop_wh=1000.0 + msg.energy_wh,
+            meter_start_wh=self.meter_start_wh or 1000.0,
+            meter_stop_wh=(self.meter_start_wh or 1000.0) + msg.energy_wh,
             energy_wh=msg.energy_wh,
             stop_reason="Local",
             started_at=time.time() - 5,
@@ -182,9 +191,15 @@ class HistoryEvse(FakeEvse):
         )
         self.history.append(done)
         self.state, self.token, self.session = "Idle", None, None
+        self.meter_start_wh = self.transaction_started_at = None
         self.publish(self._status())
         if msg.publish:
             self.publish(done)
+
+    @handles(FakeQuietStart)
+    def on_quiet_start(self, msg: FakeQuietStart) -> None:
+        self.state, self.token = "Charging", msg.token
+        self.meter_start_wh, self.transaction_started_at = msg.meter_start_wh, time.time()
 
     @handles(GetSessionHistory)
     def on_history(self, msg: GetSessionHistory) -> SessionHistory:
@@ -211,6 +226,26 @@ def test_sessions_that_ended_while_the_link_was_down_are_reported_from_the_histo
         stops = [f.payload for f in st.calls("StopTransaction")]
         assert sorted(s["meterStop"] for s in stops) == [1040, 1250]
         assert len(st.calls("StartTransaction")) == 2
+
+
+def test_a_transaction_that_began_while_the_link_restarted_is_started_at_once(tmp_path: Path) -> None:
+    with station(tmp_path, light=True, evse_type=f"{__name__}:HistoryEvse") as st:
+        st.wait_drained()
+        st.system.client.call("evse-1", FakePlugIn())
+        st.system.client.call("evse-1", FakeQuietStart(token="QUIET1", meter_start_wh=2000.0))
+        st.kill_backend()  # the new link learns of the transaction only from the connector's status
+        start = st.wait_call("StartTransaction")
+        assert (start.payload["connectorId"], start.payload["idTag"], start.payload["meterStart"]) == (
+            1,
+            "QUIET1",
+            2000,
+        )
+        st.system.client.call("evse-1", FakeBill(energy_wh=300.0))
+        eventually(lambda: st.answered("StopTransaction"), "the StopTransaction delivered")
+        st.kill_backend()  # and again: neither is reported twice
+        st.wait_drained()
+        assert [f.action for f in transaction_messages(st)] == ["StartTransaction", "StopTransaction"]
+        assert st.calls("StopTransaction")[0].payload["meterStop"] == 2300
 
 
 @pytest.mark.parametrize("peer", PEER_KINDS)

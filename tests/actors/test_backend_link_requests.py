@@ -72,10 +72,14 @@ def test_configuration_is_reported_changed_refused_and_kept_across_a_kill(tmp_pa
         assert "AuthorizationKey" not in names  # write-only: never reported
         everything = {kv["key"]: kv for kv in report["configurationKey"]}
         assert everything["NumberOfConnectors"] == {"key": "NumberOfConnectors", "readonly": True, "value": "2"}
-        assert (
-            everything["SupportedFeatureProfiles"]["value"]
-            == "Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger"
-        )
+        assert set(everything["SupportedFeatureProfiles"]["value"].split(",")) == {
+            "Core",
+            "FirmwareManagement",
+            "LocalAuthListManagement",
+            "Reservation",
+            "RemoteTrigger",
+            "SmartCharging",
+        }
         asked = configuration(st, "MeterValueSampleInterval", "NoSuchKey", "AuthorizationKey")
         assert asked["unknownKey"] == ["NoSuchKey"]
         assert {"key": "AuthorizationKey", "readonly": False} in asked["configurationKey"]
@@ -167,8 +171,8 @@ def test_callerrors_where_the_library_deviates(tmp_path: Path, peer: str) -> Non
         accepted(st)
         cases = {
             _call("FlyToTheMoon", {}): "NotImplemented",  # not an OCPP 1.6 action
-            _call("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": {}}): "NotSupported",
-            _call("ReserveNow", {}): "NotSupported",  # not supported: answered before validation
+            _call("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": {}}): "ProtocolError",
+            _call("GetDiagnostics", {}): "NotSupported",  # not supported: answered before validation
             _call("BootNotification", {"chargePointVendor": "x", "chargePointModel": "y"}): "NotSupported",
             _call("Reset", {"type": "Soft", "extra": 1}): "FormationViolation",  # not FormatViolation
             _call("Reset", {"type": "Warm"}): "FormationViolation",

@@ -22,7 +22,11 @@ OPTIONS = PeerOptions(id_tags={TOKEN_2: "Invalid", "BLOCKED9": "Blocked"})
 @pytest.fixture(scope="module", params=PEER_KINDS)
 def st(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Station]:
     directory = tmp_path_factory.mktemp(f"sessions-{request.param}")
-    keys = {"MeterValueSampleInterval": "1", "MeterValuesSampledData": "Energy.Active.Import.Register,Current.Import"}
+    keys = {
+        "MeterValueSampleInterval": "1",
+        "MeterValuesSampledData": "Energy.Active.Import.Register,Current.Import",
+        "StopTxnSampledData": "Energy.Active.Import.Register",
+    }
     with station(directory, request.param, options=OPTIONS, configuration=keys) as running:
         eventually(lambda: running.link().registration == "Accepted", "the boot")
         yield running
@@ -77,6 +81,11 @@ def test_a_session_is_one_start_meter_values_and_one_stop_billed_exactly(st: Sta
             else:
                 assert sample["measurand"] == "Current.Import" and sample["phase"] in ("L1", "L2", "L3")
     assert registers == sorted(registers) and start["meterStart"] - 1 <= registers[0] <= stop["meterStop"] + 1
+    kept = [s for value in stop["transactionData"] for s in value["sampledValue"]]  # StopTxnSampledData
+    assert {(s["measurand"], s["context"]) for s in kept} == {("Energy.Active.Import.Register", "Sample.Periodic")}
+    in_stop = [float(s["value"]) for s in kept]
+    assert len(in_stop) >= 2 and in_stop == sorted(in_stop)
+    assert start["meterStart"] - 1 <= in_stop[0] and in_stop[-1] <= stop["meterStop"] + 1
     seen = statuses(st, 1, after)
     assert is_subsequence(["Preparing", "Charging", "Finishing", "Available"], seen), seen
     assert seen[-1] == "Available"
@@ -187,7 +196,11 @@ def test_soft_reset_stops_the_transaction_and_boots_again(st: Station) -> None:
 
 
 def test_clock_aligned_and_triggered_meter_values(st: Station) -> None:
-    aligned = {"ClockAlignedDataInterval": "1", "MeterValuesAlignedData": "Energy.Active.Import.Register,Voltage"}
+    aligned = {
+        "ClockAlignedDataInterval": "1",
+        "MeterValuesAlignedData": "Energy.Active.Import.Register,Voltage",
+        "StopTxnAlignedData": "Power.Active.Import",
+    }
     for key, value in aligned.items():
         assert st.call_action("ChangeConfiguration", {"key": key, "value": value}).payload == ACCEPTED
     try:
@@ -230,8 +243,18 @@ def test_clock_aligned_and_triggered_meter_values(st: Station) -> None:
         assert triggered.payload["connectorId"] == 1 and triggered.payload["transactionId"] == transaction_id
         st.idle(1)
         st.billed(1, before)
+        st.wait_drained()
+        (stop,) = st.calls("StopTransaction", after)
+        kept = [(v["timestamp"], s) for v in stop.payload["transactionData"] for s in v["sampledValue"]]
+        clock = [(stamp, s) for stamp, s in kept if s["context"] == "Sample.Clock"]
+        assert len(clock) >= 2 and all(stamp.endswith(".000Z") for stamp, _ in clock)
+        assert {s["measurand"] for _, s in clock} == {"Power.Active.Import"}
+        assert {s["measurand"] for _, s in kept if s["context"] == "Sample.Periodic"} <= {
+            "Energy.Active.Import.Register"  # StopTxnSampledData of the module's keys
+        }
     finally:
         st.call_action("ChangeConfiguration", {"key": "ClockAlignedDataInterval", "value": "0"})
+        st.call_action("ChangeConfiguration", {"key": "StopTxnAlignedData", "value": ""})
     st.wait_drained()
 
 

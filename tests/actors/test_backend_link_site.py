@@ -69,6 +69,8 @@ def test_the_shipped_site_reports_its_sessions_to_its_own_csms(tmp_path: Path) -
     stops = [payload for action, payload, _ in calls if action == "StopTransaction"]
     assert {s["connectorId"] for s in starts.values()} == {1, 2} and len(stops) >= 2, actions
     assert len({s["transactionId"] for s in stops}) == len(stops)  # no session stopped twice
+    authorized = {payload["idTag"] for action, payload, _ in calls if action == "Authorize"}
+    assert {"04A1B2C3D4", "04F5E6D7C8"} <= authorized  # Auth asked the link, and the link the CSMS
     for stop in stops:
         start = starts[stop["transactionId"]]  # every Stop belongs to a Start the CSMS saw
         assert stop["reason"] == "EVDisconnected" and stop["meterStop"] > start["meterStart"]

@@ -19,6 +19,8 @@ from charger.protocols.evse_events import (
     Fault,
     FaultCleared,
     FaultRaised,
+    LimitLease,
+    LimitReleased,
     MeterValue,
     PauseRequested,
     RelayFeedback,
@@ -26,6 +28,7 @@ from charger.protocols.evse_events import (
     SessionEvent,
     SessionEventKind,
     Severity,
+    StaleLease,
     StopReason,
     StopRequested,
 )
@@ -294,6 +297,93 @@ def test_next_deadline() -> None:
     assert m.next_deadline() == 40.0
     run(m, [(12.0, AUTH), (13.0, pilot("C")), (41.0, TICK), (50.0, lease(0.0, until=500.0))])
     assert m.next_deadline() == 56.0  # end of the seq 10.2 grace
+
+
+# --- several grantors, fencing -----------------------------------------------------------------------
+
+
+def grant(grantor: str, amps: float, until: float = 1e6, fence: int = 0) -> LimitLease:
+    return LimitLease(amps=amps, valid_until=until, grantor=grantor, fence=fence)
+
+
+def test_the_lowest_grant_of_all_grantors_wins_and_a_lapsed_one_counts_as_failsafe() -> None:
+    m = ConnectorMachine(CFG)  # failsafe 16 A, hardware 32 A
+    m.handle(grant("energy-manager", 25.0, until=100.0), 0.0)
+    m.handle(grant("ocpp", 20.0, until=200.0), 0.0)
+    assert m.effective_current_a(50.0) == 20.0
+    m.handle(grant("ocpp", 30.0, until=200.0), 60.0)  # a grantor's new lease replaces its old one
+    assert m.effective_current_a(60.0) == 25.0
+    assert m.granted_a(150.0) == {"energy-manager": 16.0, "ocpp": 30.0}  # the manager's lapsed
+    assert m.effective_current_a(150.0) == 16.0
+    assert m.lease_until == 100.0
+
+
+def test_a_released_grantor_no_longer_limits() -> None:
+    m = ConnectorMachine(CFG)
+    m.handle(grant("ocpp", 8.0), 0.0)
+    m.handle(grant("energy-manager", 30.0), 0.0)
+    assert m.effective_current_a(1.0) == 8.0
+    m.handle(LimitReleased(grantor="ocpp"), 2.0)
+    assert m.effective_current_a(3.0) == 30.0
+    m.handle(LimitReleased(grantor="energy-manager"), 4.0)
+    assert m.effective_current_a(5.0) == CFG.failsafe_current_a  # no lease at all: failsafe
+    assert m.lease_until is None
+
+
+def test_an_override_released_when_it_lapses_leaves_the_others_in_charge() -> None:
+    m = ConnectorMachine(CFG)  # failsafe 16 A
+    m.handle(grant("energy-manager", 28.0), 0.0)
+    m.handle(LimitLease(amps=10.0, valid_until=60.0, grantor="api", released_when_lapsed=True), 1.0)
+    assert m.effective_current_a(30.0) == 10.0
+    assert m.granted_a(61.0) == {"energy-manager": 28.0} and m.effective_current_a(61.0) == 28.0
+    m.handle(grant("api", 20.0, until=100.0), 62.0)  # the same grantor, now an ordinary lease
+    assert m.granted_a(101.0) == {"energy-manager": 28.0, "api": 16.0}
+
+
+def test_a_superseded_grantor_instance_is_refused_and_changes_nothing() -> None:
+    m = ConnectorMachine(CFG)
+    m.handle(grant("energy-manager", 10.0, fence=3), 0.0)
+    before = {k: v for k, v in m.snapshot().items() if k != "now"}
+    with pytest.raises(StaleLease, match="fence 2 < 3"):
+        m.handle(grant("energy-manager", 32.0, fence=2), 1.0)
+    with pytest.raises(StaleLease):
+        m.handle(LimitReleased(grantor="energy-manager", fence=2), 1.0)
+    assert {k: v for k, v in m.snapshot().items() if k != "now"} == before
+    m.handle(grant("ocpp", 20.0, fence=0), 2.0)  # fences are per grantor
+    m.handle(grant("energy-manager", 12.0, fence=4), 3.0)  # a newer instance takes over
+    assert m.effective_current_a(3.0) == 12.0
+    with pytest.raises(StaleLease):
+        m.handle(grant("energy-manager", 32.0, fence=3), 4.0)
+
+
+def test_the_fence_survives_a_release_and_a_restore() -> None:
+    m = ConnectorMachine(CFG)
+    m.handle(grant("energy-manager", 10.0, fence=5), 0.0)
+    m.handle(LimitReleased(grantor="energy-manager", fence=5), 1.0)
+    restored = ConnectorMachine(CFG)
+    restored.restore(msgpack.unpackb(msgpack.packb(m.snapshot())))
+    with pytest.raises(StaleLease):
+        restored.handle(grant("energy-manager", 32.0, fence=4), 2.0)
+
+
+@pytest.mark.parametrize("fence", [-1, 1.5, True])
+def test_a_fence_is_a_non_negative_integer(fence: object) -> None:
+    with pytest.raises(ValueError, match="fence"):
+        LimitLease(amps=6.0, valid_until=1.0, fence=fence)  # type: ignore[arg-type]
+
+
+def test_a_version_1_snapshot_keeps_its_single_lease() -> None:
+    m = ConnectorMachine(CFG)
+    run(m, CHARGING)
+    snap = m.snapshot()
+    old = {**snap, "version": 1, "lease_a": 20.0, "lease_until": 500.0}
+    del old["lease_fence"], old["lease_released_when_lapsed"]
+    restored = ConnectorMachine(CFG)
+    restored.restore(old)
+    assert restored.leases == {"": (20.0, 500.0)} and restored.effective_current_a(100.0) == 20.0
+    unleased = ConnectorMachine(CFG)
+    unleased.restore({**old, "lease_a": None, "lease_until": None})
+    assert unleased.leases == {} and unleased.effective_current_a(100.0) == CFG.failsafe_current_a
 
 
 # --- snapshot, restore, resync ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import msgpack
+import pytest
 from charger.protocols.evse_events import (
     Action,
     Authorized,
@@ -23,6 +24,7 @@ from charger.protocols.evse_events import (
     FaultCleared,
     FaultRaised,
     LimitLease,
+    LimitReleased,
     LockConnector,
     MeterValue,
     OpenRelays,
@@ -34,6 +36,7 @@ from charger.protocols.evse_events import (
     SetPwm,
     SetStateF,
     Severity,
+    StaleLease,
     StopReason,
     StopRequested,
     Tick,
@@ -61,6 +64,8 @@ def weighted(*choices: tuple[int, st.SearchStrategy[Event]]) -> st.SearchStrateg
     return st.sampled_from(table).flatmap(lambda strategy: strategy)
 
 
+GRANTORS = st.sampled_from(["", "energy-manager", "ocpp"])
+FENCES = st.sampled_from([0, 0, 0, 1, 2])
 events = weighted(
     (10, st.builds(PilotChanged, pilot=st.sampled_from([Pilot.A, Pilot.B, Pilot.B, Pilot.C, Pilot.C, Pilot.D]))),
     (1, st.builds(PilotChanged, pilot=st.sampled_from([Pilot.E, Pilot.F, Pilot.DISABLED]))),
@@ -72,8 +77,12 @@ events = weighted(
             LimitLease,
             amps=st.sampled_from([0.0, 5.9, 6.0, 16.0, 32.0, 100.0]) | st.floats(0.0, 100.0),
             valid_until=st.floats(0.0, 800.0),
+            grantor=GRANTORS,
+            fence=FENCES,
+            released_when_lapsed=st.booleans(),
         ),
     ),
+    (1, st.builds(LimitReleased, grantor=GRANTORS, fence=FENCES)),
     (1, st.builds(CableRatingDetected, max_current_a=st.sampled_from([0.0, 13.0, 20.0, 32.0, 63.0]))),
     (1, st.builds(MeterValue, energy_wh=st.floats(0.0, 1e6))),
     (1, st.builds(FaultRaised, fault=st.sampled_from(list(Fault)), severity=st.none() | st.sampled_from(Severity))),
@@ -111,15 +120,26 @@ class Shadow:
     pwm: float | None = None
     pwm_stopped_at: float | None = None
     locked: bool = False
-    lease: LimitLease | None = None
+    leases: dict[str, LimitLease] = dataclasses.field(default_factory=dict)
+    fences: dict[str, int] = dataclasses.field(default_factory=dict)
     cable_a: float | None = None
     plugged: bool = False
     pause_asked: bool = False  # the last of Pause/Resume was a Pause
 
+    def stale(self, event: Event) -> bool:
+        """Whether the machine must refuse `event` as coming from a superseded grantor."""
+        match event:
+            case LimitLease(grantor=g, fence=fence) | LimitReleased(grantor=g, fence=fence):
+                return fence < self.fences.get(g, fence)
+        return False
+
     def note(self, event: Event) -> None:
         match event:
-            case LimitLease():
-                self.lease = event
+            case LimitLease(grantor=g, fence=fence):
+                self.leases[g], self.fences[g] = event, fence
+            case LimitReleased(grantor=g, fence=fence):
+                self.leases.pop(g, None)
+                self.fences[g] = fence
             case CableRatingDetected(max_current_a=amps):
                 self.cable_a = amps
             case PilotChanged(pilot=Pilot.B | Pilot.C | Pilot.D):
@@ -132,8 +152,12 @@ class Shadow:
                 self.pause_asked = isinstance(event, PauseRequested)
 
     def limit_a(self, cfg: ConnectorConfig, now: float) -> float:
-        valid = self.lease is not None and now <= self.lease.valid_until
-        limits = [self.lease.amps if valid and self.lease else cfg.failsafe_current_a, cfg.hardware_max_current_a]
+        granted = [
+            x.amps if now <= x.valid_until else cfg.failsafe_current_a
+            for x in self.leases.values()
+            if now <= x.valid_until or not x.released_when_lapsed
+        ]
+        limits = [min(granted, default=cfg.failsafe_current_a), cfg.hardware_max_current_a]
         return min(limits + [c for c in (self.cable_a, cfg.cable_max_current_a) if c is not None])
 
     def apply(self, action: Action, now: float) -> None:
@@ -208,6 +232,13 @@ def test_random_inputs_keep_the_invariant_and_restore_is_exact(
             restored = ConnectorMachine(config)
             restored.restore(msgpack.unpackb(msgpack.packb(m.snapshot())))
         now += gap
+        if shadow.stale(event):
+            with pytest.raises(StaleLease):
+                m.handle(event, now)
+            if restored is not None:
+                with pytest.raises(StaleLease):
+                    restored.handle(event, now)
+            continue
         shadow.note(event)
         actions = m.handle(event, now)
         check_step(m, config, shadow, actions, now)

@@ -272,3 +272,17 @@ def test_stop_start_and_close_are_safe_to_repeat() -> None:
     sim.start()  # a second power-on
     sim.close()
     sim.close()
+
+
+def test_the_observer_sees_every_relay_pilot_and_pwm_change_once() -> None:
+    seen: list[tuple[bool, str, int | None, bool]] = []
+    observe = lambda _t, s: seen.append((s.relays_closed, s.pilot.value, s.pwm_permille, s.watchdog_tripped))  # noqa: E731
+    with BoardSimulator(observer=observe) as sim, SerialBoard(sim.port) as board:
+        wait_status(board, lambda s: True)
+        board.reset_faults()
+        start_charging(board, sim)
+        sim.ev_set_state("B")  # the car stops asking: the board opens the relays in the same step
+    assert seen[0] == (False, "A", None, True)  # powered on into the safe state
+    assert (True, "C", 160, False) in seen
+    assert seen[seen.index((True, "C", 160, False)) + 1] == (False, "B", 160, False)
+    assert len(seen) == len(set(seen))  # a change is reported once, not on every tick

@@ -16,11 +16,13 @@ from charger.actors.charging import (
     EVSE_MANAGER,
     AuthorizeSession,
     ChargingSessionEvent,
+    ConnectorReservation,
     ConnectorStatus,
     GetConnectorStatus,
     GetSessionHistory,
     GrantLimitLease,
     PauseCharging,
+    ReserveConnector,
     ResumeCharging,
     SessionHistory,
     StopCharging,
@@ -79,6 +81,9 @@ class FakeEvse(Behaviour):
         self.refuse = False
         self.entries: list[list[str]] = []
         self.last_event: str | None = None
+        self.meter_start_wh: float | None = None
+        self.transaction_started_at: float | None = None
+        self.reservations: tuple[ConnectorReservation, ...] = ()
 
     def _event(self, kind: str, **extra: Any) -> None:
         self.last_event = kind
@@ -112,6 +117,9 @@ class FakeEvse(Behaviour):
             last_event=self.last_event,
             sessions_completed=0,
             energy_total_wh=0.0,
+            meter_start_wh=self.meter_start_wh,
+            transaction_started_at=self.transaction_started_at,
+            reservations=self.reservations,
         )
 
     @handles(FakePlugIn)
@@ -155,6 +163,13 @@ class FakeEvse(Behaviour):
             raise Rejected(f"{self.name} has no running transaction")
         self.state = "Finished"
         self._event("TransactionFinished", reason=msg.reason)
+        self.publish(self._status())
+
+    @handles(ReserveConnector)
+    def on_reserve(self, msg: ReserveConnector) -> None:
+        """Held and shown, not enforced: the real EVSE manager's refusals are tested against it."""
+        self.entries.append(["reserve", ",".join(str(r.reservation_id) for r in msg.reservations)])
+        self.reservations = msg.reservations
         self.publish(self._status())
 
     @handles(GetConnectorStatus)
