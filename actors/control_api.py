@@ -94,10 +94,10 @@ class ControlApi(Behaviour):
 
     description = "JSON-RPC 2.0 over a local websocket: status, event stream and commands into the station."
     requires = {
-        "evse": Requirement(interface=EVSE_MANAGER, min_connections=0, max_connections=64),
-        "rig": Requirement(interface=SIL_RIG, min_connections=0, max_connections=64),
-        "auth": Requirement(interface=AUTH, min_connections=0, max_connections=1),
-        "energy": Requirement(interface=ENERGY_MANAGER, min_connections=0, max_connections=1),
+        "evse": Requirement(interface=EVSE_MANAGER, min_connections=0, max_connections=64, remote=True),
+        "rig": Requirement(interface=SIL_RIG, min_connections=0, max_connections=64, remote=True),
+        "auth": Requirement(interface=AUTH, min_connections=0, max_connections=1, remote=True),
+        "energy": Requirement(interface=ENERGY_MANAGER, min_connections=0, max_connections=1, remote=True),
         "card_reader": Requirement(interface=CARD_READER_SIM, min_connections=0, max_connections=1),
     }
     config_schema: ClassVar = {
@@ -181,6 +181,7 @@ class ControlApi(Behaviour):
         if not isinstance(request.params, dict):
             return jsonrpc.error(request.id, jsonrpc.INVALID_PARAMS, "params must be an object")
         problems = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(request.params)]
+        problems += _wider_than_64_bits(request.params)
         if problems:
             return jsonrpc.error(request.id, jsonrpc.INVALID_PARAMS, "; ".join(problems))
         self._caller = client
@@ -236,12 +237,25 @@ class ControlApi(Behaviour):
             "actors": status.actors,
             "restarts": status.restarts,
             "events": status.events[-20:],
+            "remote": status.remote,
         }
 
     @rpc("events.subscribe")
     def events_subscribe(self, params: dict[str, Any]) -> dict[str, bool]:
         self._streams.add(self._caller)
         return {"subscribed": True}
+
+
+def _wider_than_64_bits(value: Any, path: str = "params") -> list[str]:
+    """Integers that no message can carry (msgpack holds -2**63 .. 2**64-1). JSON has no limit, and a
+    schema's "integer" none either: such a number would only fail later, while encoding a call."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return [f"{path}: {value} does not fit in 64 bits"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _wider_than_64_bits(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _wider_than_64_bits(v, f"{path}[{i}]")]
+    return []
 
 
 # --- charging: connectors, the simulated car and hardware, tokens ------------------------------------

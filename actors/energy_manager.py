@@ -72,7 +72,7 @@ class EnergyManager(Behaviour):
     description = "Optimises every EVSE's current under the site's fuses (cvxpy) and sends leases."
     provides = {"energy": ENERGY_MANAGER}
     requires = {
-        "evse": Requirement(interface=EVSE_MANAGER, min_connections=1, max_connections=1024),
+        "evse": Requirement(interface=EVSE_MANAGER, min_connections=1, max_connections=1024, remote=True),
         "meter": Requirement(
             interface=POWERMETER, min_connections=0, max_connections=64, description="Site meters (config.meters)."
         ),
@@ -164,6 +164,15 @@ class EnergyManager(Behaviour):
             self._decide()  # a limit change: the plan must not count on current the connector will not use
         self._car(name, status.pilot in _CAR_PILOTS)
         self._check_deviation()
+
+    def peer_changed(self, name: str, up: bool) -> None:
+        # An EVSE that restarts, or whose host of the park is lost, is planned without until it is back.
+        if name not in self.evses:
+            return
+        if up:
+            self.call(name, GetConnectorStatus(), timeout=5.0).then(self.on_status, _ignore)
+        else:
+            self._car(name, False)
 
     @handles(ChargingSessionEvent)
     def on_session_event(self, event: ChargingSessionEvent) -> None:

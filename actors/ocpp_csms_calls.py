@@ -1,13 +1,12 @@
-"""The CSMS's requests to the station (OCPP 1.6 Core, Local Auth List Management and Remote Trigger), each
+"""The CSMS's requests to the station (every OCPP 1.6 feature profile and the Security Whitepaper's), each
 answered on the backend link's actor thread. The payload arrives as on the wire (camelCase) and has
 passed the 1.6 schema; a handler returns the CALLRESULT payload, or a `CsmsAnswer` with work to do once
 the answer is sent ("response first": TriggerMessage, Reset, a remote start that must authorize).
 
-Smart Charging's requests are in `charger.actors.ocpp_smart_link` (`SMART_HANDLERS`), Reservation's
-(ReserveNow, CancelReservation) in `ocpp_reservations`. A feature that is not here (Firmware Management,
-the security extensions' certificate and log requests) is answered NotSupported by the link, and is not
-announced in SupportedFeatureProfiles. Adding one is adding its handlers to `CSMS_HANDLERS` (and its
-profile).
+Core, Local Auth List Management and Remote Trigger are here; Smart Charging's requests are in
+`charger.actors.ocpp_smart_link` (`SMART_HANDLERS`), Reservation's (ReserveNow, CancelReservation) in
+`ocpp_reservations`, Firmware Management's and the Security Whitepaper's in `ocpp_maintenance`. An
+action a charge point sends (BootNotification...) is answered NotSupported.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from charger.actors.charging import AuthorizeSession, StopCharging, UnlockConnectorNow
 from charger.actors.ocpp_base import LINK_UNAVAILABLE, RUNNING_STATES
 from charger.actors.ocpp_link import CsmsAnswer, CsmsError, CsmsReply
+from charger.actors.ocpp_maintenance import MAINTENANCE_HANDLERS, MAINTENANCE_TRIGGERS
 from charger.actors.ocpp_reservations import cancel_reservation, reserve_now
 from charger.actors.ocpp_smart_link import SMART_HANDLERS
 from charger.protocols.ocpp_config import ConfigurationStatus, TooManyKeys
@@ -93,6 +93,7 @@ def change_configuration(link: BackendLink, payload: dict[str, Any]) -> Result:
     if change.stores and change.value is not None:
         link.store.config.save(change.key, change.value)  # on disk before the CSMS hears Accepted
         link.keys.apply(change)
+        link.security.configuration_changed(change.key)
         if change.status is ConfigurationStatus.ACCEPTED:
             link.configuration_changed(change.key, link_setting=change.key in _LINK_KEYS)
     why = f" ({change.reason})" if change.reason else ""  # a reason never contains the value
@@ -238,6 +239,7 @@ def _reset(link: BackendLink, kind: str) -> Generator[Pending, Any, None]:
     and queued, give the queue a moment, then exit for the supervisor to restart the link."""
     reason = "HardReset" if kind == "Hard" else "SoftReset"
     link.log.warning("Reset (%s) requested by the CSMS", kind)
+    link.security.resetting(kind)
     running = {c: s for c in link.connector_of.values() if (s := link.running_session(c)) is not None}
     for connector in running:
         link.call(link.evses[connector - 1], StopCharging(reason=reason), timeout=5.0).then(
@@ -267,7 +269,7 @@ def trigger_message(link: BackendLink, payload: dict[str, Any]) -> Result:
     wanted, connector = payload["requestedMessage"], payload.get("connectorId")
     if connector is not None and not 0 <= connector <= len(link.evses):
         return _status("Rejected")
-    if wanted not in _TRIGGERABLE:
+    if wanted not in _TRIGGERABLE and wanted not in MAINTENANCE_TRIGGERS:
         return _status("NotImplemented")
     return CsmsAnswer(payload=_status("Accepted"), after=lambda: _send_triggered(link, wanted, connector))
 
@@ -286,6 +288,8 @@ def _send_triggered(link: BackendLink, what: str, connector: int | None) -> Gene
             link.send_status(report, triggered=True)
     elif what == "MeterValues":
         yield from link.triggered_meter_values(connector)
+    elif what in MAINTENANCE_TRIGGERS:
+        yield from MAINTENANCE_TRIGGERS[what](link, connector)
 
 
 def data_transfer(link: BackendLink, payload: dict[str, Any]) -> Result:
@@ -300,6 +304,7 @@ CSMS_HANDLERS: dict[str, Handler] = {
     "ChangeConfiguration": change_configuration,
     "ClearCache": clear_cache,
     "DataTransfer": data_transfer,
+    "ExtendedTriggerMessage": trigger_message,  # the Security Whitepaper's: TriggerMessage with more messages
     "GetConfiguration": get_configuration,
     "GetLocalListVersion": get_local_list_version,
     "RemoteStartTransaction": remote_start_transaction,
@@ -309,6 +314,7 @@ CSMS_HANDLERS: dict[str, Handler] = {
     "SendLocalList": send_local_list,
     "TriggerMessage": trigger_message,
     "UnlockConnector": unlock_connector,
+    **MAINTENANCE_HANDLERS,
     **SMART_HANDLERS,
 }
 """Every CSMS-initiated action the station serves (the SmartCharging seam: add its handlers here)."""
