@@ -172,7 +172,7 @@ def test_callerrors_where_the_library_deviates(tmp_path: Path, peer: str) -> Non
         cases = {
             _call("FlyToTheMoon", {}): "NotImplemented",  # not an OCPP 1.6 action
             _call("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": {}}): "ProtocolError",
-            _call("GetDiagnostics", {}): "NotSupported",  # not supported: answered before validation
+            _call("GetDiagnostics", {}): "ProtocolError",  # served: an incomplete payload is a ProtocolError
             _call("BootNotification", {"chargePointVendor": "x", "chargePointModel": "y"}): "NotSupported",
             _call("Reset", {"type": "Soft", "extra": 1}): "FormationViolation",  # not FormatViolation
             _call("Reset", {"type": "Warm"}): "FormationViolation",
