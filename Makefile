@@ -28,6 +28,7 @@ bench:
 	$(PYTHON) -m bench.restart
 	$(PYTHON) -m bench.park
 	$(PYTHON) -m bench.energy
+	$(PYTHON) -m bench.ocpp
 	$(PYTHON) -m bench.recovery
 
 lint: typecheck

@@ -15,6 +15,10 @@ the same path and end in a `TokenVerdict`. Token ids compare case-insensitively 
 - Valid: with an OCPP backend link wired (``backend``), the link decides (`AuthorizeToken`: local list,
   cache, the CSMS, the offline rules) and its status becomes the verdict; the ``allow`` list decides
   only when the link cannot answer (down, restarting, or no answer within ``backend_timeout_s``).
+- Reserved: a connector that honours a reservation (OCPP ReserveNow, in its `ConnectorStatus`) only
+  gets tokens the reservation admits (its idTag, or the parent idTag the link reported); another
+  token goes to another connector, or is answered "NoConnector" when it named that one. The EVSE
+  manager refuses such a token as well: this only keeps Auth from offering it.
 
 A failed `AuthorizeSession` or `StopCharging` (refused, connector down) becomes a "NoConnector" verdict,
 never a crash. Which connectors wait is learnt from the EVSE managers' `ConnectorStatus` and
@@ -46,6 +50,7 @@ from charger.actors.charging import (
 )
 from charger.actors.ocpp_messages import BACKEND_LINK, AuthorizeToken
 from charger.protocols.evse_events import TRANSACTION_STATES
+from charger.protocols.ocpp_reservation import Reservation, admits
 
 from charger.behaviour import Behaviour, Pending, Timer, handles
 from charger.errors import CallError
@@ -66,6 +71,7 @@ class _Held:
     """A token presented before any plug-in (token first)."""
 
     token_id: str
+    parent_id_tag: str | None
     connector: str | None
     timer: Timer
 
@@ -177,11 +183,15 @@ class Auth(Behaviour):
 
     def _serve_waiting(self, c: str) -> Generator[Pending, Any, None]:
         held = self.held
-        if held is not None and held.connector in (None, c):
+        if (
+            held is not None
+            and held.connector in (None, c)
+            and not self._reserved_against(c, held.token_id, held.parent_id_tag)
+        ):
             self._release_held()
-            verdict = yield from self._authorize(c, held.token_id)
-        elif self.config["free_charging"]:
-            verdict = yield from self._authorize(c, self.config["free_token"])
+            verdict = yield from self._authorize(c, held.token_id, held.parent_id_tag)
+        elif self.config["free_charging"] and not self._reserved_against(c, self.config["free_token"], None):
+            verdict = yield from self._authorize(c, self.config["free_token"], None)
         else:
             return
         self.log.info("plug-in on %s: %s %s", c, verdict.status, verdict.detail)
@@ -203,20 +213,23 @@ class Auth(Behaviour):
         running = self._running_with(token, connector)
         if running is not None:
             return (yield from self._stop(running, token))
-        refused = yield from self._refusal(token, source)
+        refused, parent = yield from self._refusal(token, source)
         if refused is not None:
             return refused
         out_of_service = self._out_of_service(connector)
+        if out_of_service is None and connector is not None and self._reserved_against(connector, token, parent):
+            out_of_service = f"{connector} is reserved for another idTag"
         if out_of_service is not None:
             return TokenVerdict(status="NoConnector", connector=connector, detail=out_of_service)
-        target = self._longest_waiting(connector)
+        target = self._longest_waiting(connector, token, parent)
         if target is None:
-            return self._hold(token, connector)
-        return (yield from self._authorize(target, token))
+            return self._hold(token, parent, connector)
+        return (yield from self._authorize(target, token, parent))
 
-    def _refusal(self, token: str, source: str) -> Generator[Pending, Any, TokenVerdict | None]:
-        """None when `token` may charge. With a backend link wired, its OCPP rules decide (local list,
-        cache, the CSMS, the offline rules); the allow list decides only when the link cannot answer."""
+    def _refusal(self, token: str, source: str) -> Generator[Pending, Any, tuple[TokenVerdict | None, str | None]]:
+        """(None, its parent idTag if known) when `token` may charge. With a backend link wired, its OCPP
+        rules decide (local list, cache, the CSMS, the offline rules); the allow list decides only
+        when the link cannot answer."""
         backends = self.connections.get("backend", [])
         if backends:
             try:
@@ -228,14 +241,14 @@ class Auth(Behaviour):
                 )
             else:
                 if answer.status == "Accepted":
-                    return None
+                    return None, answer.parent_id_tag
                 self.log.info("token %s from %s: %s (decided by %s)", token, source, answer.status, answer.source)
                 detail = f"{token}: {answer.status} ({answer.source})"
-                return TokenVerdict(status=answer.status, connector=None, detail=detail)
+                return TokenVerdict(status=answer.status, connector=None, detail=detail), None
         if token.casefold() not in self.allowed:
             self.log.info("token %s from %s is not on the allow list", token, source)
-            return TokenVerdict(status="Invalid", connector=None, detail=f"{token} is not on the allow list")
-        return None
+            return TokenVerdict(status="Invalid", connector=None, detail=f"{token} is not on the allow list"), None
+        return None, None
 
     def _running_with(self, token: str, connector: str | None) -> str | None:
         """The connector (among the named one, or all) whose session this token runs."""
@@ -254,17 +267,30 @@ class Auth(Behaviour):
             return f"{connector} is {status.state}"
         return None
 
-    def _longest_waiting(self, connector: str | None) -> str | None:
-        free = {c: since for c, since in self.waiting.items() if c not in self.busy}
+    def _reserved_against(self, c: str, token: str, parent: str | None) -> bool:
+        """Whether connector `c` honours reservations that this token may not use."""
+        status, now = self.status.get(c), time.time()
+        held = [r for r in (status.reservations if status else ()) if r.expires_at > now]
+        return bool(held) and not any(
+            admits(Reservation(r.reservation_id, 0, r.id_tag, r.expires_at, r.parent_id_tag), token, parent)
+            for r in held
+        )
+
+    def _longest_waiting(self, connector: str | None, token: str, parent: str | None) -> str | None:
+        free = {
+            c: since
+            for c, since in self.waiting.items()
+            if c not in self.busy and not self._reserved_against(c, token, parent)
+        }
         if connector is not None:
             return connector if connector in free else None
         return min(free, key=free.__getitem__, default=None)
 
-    def _authorize(self, c: str, token: str) -> Generator[Pending, Any, TokenVerdict]:
+    def _authorize(self, c: str, token: str, parent: str | None) -> Generator[Pending, Any, TokenVerdict]:
         since = self.waiting.pop(c, None)
         self.busy.add(c)
         try:
-            yield self.call(c, AuthorizeSession(token_id=token))
+            yield self.call(c, AuthorizeSession(token_id=token, parent_id_tag=parent))
         except CallError as exc:
             if since is not None:
                 self.waiting[c] = since  # it may still wait; its next var says whether it does
@@ -285,12 +311,13 @@ class Auth(Behaviour):
         self.log.info("token %s presented again: stopped the session on %s", token, c)
         return TokenVerdict(status="Accepted", connector=c, detail="the session this token runs was stopped")
 
-    def _hold(self, token: str, connector: str | None) -> TokenVerdict:
+    def _hold(self, token: str, parent: str | None, connector: str | None) -> TokenVerdict:
         if self.held is not None:
             self.log.info("token %s replaces held token %s", token, self.held.token_id)
             self._release_held()
         timeout = self.config["connection_timeout_s"]
-        held = _Held(token_id=token, connector=connector, timer=self.start_timer(timeout, lambda: self._expire(held)))
+        timer = self.start_timer(timeout, lambda: self._expire(held))
+        held = _Held(token_id=token, parent_id_tag=parent, connector=connector, timer=timer)
         self.held = held
         where = connector or "any connector"
         return TokenVerdict(

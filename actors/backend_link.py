@@ -1,5 +1,6 @@
-"""BackendLink: the station's OCPP 1.6J link to its CSMS (Core, Local Auth List Management, Remote Trigger,
-security profiles 0-3). One per station; the n-th EVSE manager wired to it is OCPP connector n.
+"""BackendLink: the station's OCPP 1.6J link to its CSMS (Core, Firmware Management, Local Auth List
+Management, Reservation, Remote Trigger, Smart Charging, security profiles 0-3 and the Security
+Whitepaper's extensions). One per station; the n-th EVSE manager wired to it is OCPP connector n.
 
 The connection itself (websockets and the `ocpp` library) runs on this actor's asyncio I/O thread
 (`charger.actors.ocpp_link`); every decision, all state and every SQLite write stay on the actor's
@@ -17,7 +18,11 @@ thread. What it does:
   with TransactionMessageAttempts and TransactionMessageRetryInterval. The ledger (`ocpp_ledger`)
   makes sure a session is reported exactly once even across a SIGKILL; at start the link compares it
   with the EVSE managers' session histories and reports what it missed while it was down.
-- CSMS requests: `charger.actors.ocpp_csms_calls`.
+- CSMS requests: `charger.actors.ocpp_csms_calls`; Firmware Management and the Security Whitepaper's
+  requests and security events: `charger.actors.ocpp_maintenance` (firmware, diagnostics, security).
+- Smart Charging (profiles, composite schedule, each connector's limit as this link's lease):
+  `charger.actors.ocpp_smart_link`.
+- Reservations: `charger.actors.ocpp_reservations` (kept in the ledger's file, enforced by the connectors).
 - Authorization: `AuthorizeToken` answers from the local list, the cache and the CSMS (OCPP 1.6 §3.5).
 
 Reset (soft or hard) stops running transactions with reason SoftReset or HardReset, waits until
@@ -45,6 +50,8 @@ from charger.actors.charging import (
 )
 from charger.actors.ocpp_base import LINK_UNAVAILABLE
 from charger.actors.ocpp_csms_calls import CSMS_HANDLERS, serve_csms_call
+from charger.actors.ocpp_diagnostics import UploadJobs
+from charger.actors.ocpp_firmware import FIRMWARE_CONFIG, FirmwareJobs
 from charger.actors.ocpp_ledger import Ledger
 from charger.actors.ocpp_link import CsmsError, CsmsReply, LinkSettings, OcppLink
 from charger.actors.ocpp_messages import (
@@ -55,6 +62,9 @@ from charger.actors.ocpp_messages import (
     TokenAuthorization,
 )
 from charger.actors.ocpp_reporting import TransactionReporting
+from charger.actors.ocpp_reservations import Reservations
+from charger.actors.ocpp_security import SecurityCenter
+from charger.actors.ocpp_smart_link import SMART_CHARGING_SCHEMA, SmartChargingLink
 from charger.actors.ocpp_station import LinkEventsToActor, StationReports
 from charger.protocols.ocpp_config import FeatureProfile, OcppConfiguration, StationFacts, standard_keys, with_defaults
 from charger.protocols.ocpp_frames import IncomingCall
@@ -67,7 +77,16 @@ from charger.ocpp_store import OcppStore
 
 __all__ = ["BackendLink"]
 
-_FEATURES = frozenset({FeatureProfile.CORE, FeatureProfile.LOCAL_AUTH_LIST_MANAGEMENT, FeatureProfile.REMOTE_TRIGGER})
+_FEATURES = frozenset(
+    {
+        FeatureProfile.CORE,
+        FeatureProfile.FIRMWARE_MANAGEMENT,
+        FeatureProfile.LOCAL_AUTH_LIST_MANAGEMENT,
+        FeatureProfile.REMOTE_TRIGGER,
+        FeatureProfile.SMART_CHARGING,
+        FeatureProfile.RESERVATION,
+    }
+)
 _CLOSE_WAIT_S = 5.0
 _BOOT_FIELDS = {
     "vendor": "chargePointVendor",
@@ -96,7 +115,7 @@ _STATION = {
 }
 
 
-class BackendLink(TransactionReporting, StationReports):
+class BackendLink(TransactionReporting, StationReports, Reservations):
     description = "OCPP 1.6J backend link: boot, status, transactions (persistent queue), remote control, auth."
     provides = {"backend": BACKEND_LINK}
     requires = {
@@ -122,6 +141,7 @@ class BackendLink(TransactionReporting, StationReports):
             "client_cert_file": {**_FILE, "description": "Profile 3: PEM client certificate (chain)."},
             "client_key_file": {**_FILE, "description": "Profile 3: its PEM private key."},
             "station": _STATION,
+            "firmware": FIRMWARE_CONFIG,
             "configuration": {
                 "type": "object",
                 "default": {},
@@ -130,6 +150,7 @@ class BackendLink(TransactionReporting, StationReports):
             },
             "response_timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 30},
             "open_timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "smart_charging": SMART_CHARGING_SCHEMA,
             "boot_retry_s": {
                 "type": "number",
                 "exclusiveMinimum": 0,
@@ -150,6 +171,7 @@ class BackendLink(TransactionReporting, StationReports):
         self.connector_of = {name: i + 1 for i, name in enumerate(self.evses)}
         self.store = OcppStore(self.state_dir, self.name)
         self.ledger = Ledger(os.path.join(self.state_dir, f"{self.name}-sessions.db"))
+        self.security, self.firmware, self.uploads = SecurityCenter(self), FirmwareJobs(self), UploadJobs(self)
         self.keys = self._configuration()
         self.local_list = self.store.auth.load_local_list()
         self.cache = self.store.auth.load_cache(self.keys.integer("LocalAuthListMaxLength"))
@@ -170,17 +192,22 @@ class BackendLink(TransactionReporting, StationReports):
         self.scheduled = {int(c): bool(v) for c, v in (self.ledger.meta("scheduled") or {}).items()}
         self.station_operative = self.ledger.meta("station_operative") is not False
         self.init_reports()
+        self.security.started()
+        self.smart = SmartChargingLink(self)
         for evse in self.evses:
             self.subscribe(evse, ConnectorStatus, ChargingSessionEvent, SessionCompleted)
         for meter in self.meters:
             self.subscribe(meter, PowerMeterReading)
         self.recover_unconfirmed()
+        self.init_reservations()
         for status in (yield from self.reconcile()):
             self.on_connector_status(status)
+        self.reservations_ready()
         for connector, operative in self.operative.items():
             if not operative:  # re-assert what the CSMS asked for before the restart
                 self.run_task(self.set_availability(connector, False))
         self.arm_meter_timers()
+        self.smart.start()
         self.link = OcppLink(self.settings, LinkEventsToActor(self), self.log)
         yield self.run_async(self._start_link())
         self.log.info(
@@ -202,7 +229,12 @@ class BackendLink(TransactionReporting, StationReports):
                 asyncio.run_coroutine_threadsafe(link.close(), self._rt.io().loop).result(timeout=_CLOSE_WAIT_S)
             except Exception as exc:  # noqa: BLE001 - a stuck close must not keep the actor from exiting
                 self.log.warning("backend link: closing the connection failed: %s", exc)
-        for closable in (getattr(self, "store", None), getattr(self, "ledger", None)):
+        for closable in (
+            getattr(self, "store", None),
+            getattr(self, "ledger", None),
+            getattr(self, "security", None),
+            getattr(self, "smart", None),
+        ):
             if closable is not None:
                 closable.close()
 
@@ -238,14 +270,17 @@ class BackendLink(TransactionReporting, StationReports):
     def _link_settings(self) -> LinkSettings:
         keys, cfg = self.keys, self.config
         ping = keys.integer("WebSocketPingInterval")
+        signed = self.security.client_files()  # CertificateSigned replaces the configured certificate
+        cert_file, key_file = signed or (self._path(cfg["client_cert_file"]), self._path(cfg["client_key_file"]))
         return LinkSettings(
             url=endpoint_url(cfg["csms_url"], cfg["charge_point_id"]),
             charge_point_id=cfg["charge_point_id"],
             security_profile=max(cfg["security_profile"], keys.integer("SecurityProfile")),  # never a downgrade
             password=keys.authorization_password(),
             ca_file=self._path(cfg["ca_file"]),
-            client_cert_file=self._path(cfg["client_cert_file"]),
-            client_key_file=self._path(cfg["client_key_file"]),
+            extra_ca_pem=self.security.central_system_roots(),
+            client_cert_file=cert_file,
+            client_key_file=key_file,
             ping_interval_s=float(ping) if ping > 0 else None,
             open_timeout_s=cfg["open_timeout_s"],
             response_timeout_s=cfg["response_timeout_s"],
@@ -306,6 +341,7 @@ class BackendLink(TransactionReporting, StationReports):
 
     def on_connect_failed(self, reason: str, retry_in_s: float) -> None:
         self.last_error = reason
+        self.security.connect_failed(reason)
         self.log.warning("cannot connect to the CSMS (%s); next try in %.1f s", reason, retry_in_s)
 
     def on_csms_call(self, connection: int, call: IncomingCall, reply: CsmsReply) -> None:
@@ -376,6 +412,7 @@ class BackendLink(TransactionReporting, StationReports):
         connector = self.connector_of.get(event.connector)
         if connector is None or event.session_id is None:
             return
+        self.smart.session_event(connector, event.kind)
         if event.kind == "TransactionStarted":
             if event.meter_wh is not None:
                 self.tx_start_wh[event.session_id] = event.meter_wh
@@ -395,7 +432,10 @@ class BackendLink(TransactionReporting, StationReports):
     @handles(ConnectorStatus)
     def on_status_var(self, status: ConnectorStatus) -> None:
         self.on_connector_status(status)
+        self.reservations_on_status()
         connector = self.connector_of.get(status.connector)
+        if connector is not None:
+            self.smart.status_seen(connector)
         if connector is not None and connector in self.scheduled:
             self.apply_scheduled_availability(connector)
 
@@ -408,7 +448,9 @@ class BackendLink(TransactionReporting, StationReports):
 
     @handles(AuthorizeToken)
     def on_authorize_token(self, request: AuthorizeToken) -> Generator[Pending, Any, TokenAuthorization]:
-        return (yield from self.authorize(request.id_tag))
+        verdict = yield from self.authorize(request.id_tag)
+        self.note_authorization(verdict)
+        return verdict
 
     @handles(GetBackendLinkStatus)
     def on_get_link_status(self, request: GetBackendLinkStatus) -> BackendLinkStatus:

@@ -10,6 +10,18 @@ from __future__ import annotations
 
 from dataclasses import field
 
+from charger.actors.energy_messages import (  # re-exported: the energy manager's vocabulary
+    ENERGY_MANAGER,
+    EnergyPlan,
+    EvseAllocation,
+    GetEnergyPlan,
+    NodeCapView,
+    NodeLoad,
+    SetEnergyForecast,
+    SetNodeCap,
+    SetSessionNeed,
+)
+
 from charger.interfaces import Command, ErrorDef, Interface, Severity
 from charger.lifecycle import Ack
 from charger.messages import message
@@ -27,6 +39,7 @@ __all__ = [
     "BoardState",
     "CarCommand",
     "ChargingSessionEvent",
+    "ConnectorReservation",
     "ConnectorStatus",
     "DescribeRig",
     "EnergyPlan",
@@ -37,6 +50,8 @@ __all__ = [
     "GetSessionHistory",
     "GrantLimitLease",
     "InjectSimFault",
+    "NodeCapView",
+    "NodeLoad",
     "PauseCharging",
     "PlugCar",
     "PowerMeterReading",
@@ -44,6 +59,7 @@ __all__ = [
     "PresentToken",
     "ReadMeterNow",
     "ReleaseLimitLease",
+    "ReserveConnector",
     "ResumeCharging",
     "RigLayout",
     "RigState",
@@ -51,9 +67,13 @@ __all__ = [
     "SessionHistory",
     "SetAvailability",
     "SetBoardOutputs",
+    "SetEnergyForecast",
+    "SetNodeCap",
+    "SetSessionNeed",
     "StopCharging",
     "TokenRead",
     "TokenVerdict",
+    "UnlockConnectorNow",
     "UnplugCar",
     "WithdrawAuthorization",
 ]
@@ -185,9 +205,12 @@ AUTH = Interface(
 @message
 class AuthorizeSession:
     """Authorize the waiting (or the next) session on this connector with `token_id`. Rejected when the
-    connector cannot take an authorization now (disabled, inoperative, already authorized)."""
+    connector cannot take an authorization now (disabled, inoperative, already authorized, or reserved
+    for idTags that neither `token_id` nor its `parent_id_tag` match)."""
 
     token_id: str
+    parent_id_tag: str | None = None
+    """The token's group (OCPP parentIdTag), when its authorization said: it may use a group's reservation."""
 
 
 @message
@@ -210,6 +233,13 @@ class StopCharging:
     """End the running transaction; `reason` is an OCPP stop reason (``StopReason`` value)."""
 
     reason: str = "Local"
+
+
+@message
+class UnlockConnectorNow:
+    """Release the plug now (OCPP UnlockConnector, `ctl unlock`). Without a transaction a waiting session
+    ends (Finished until unplug) and the lock opens; with a transaction it is Rejected: stop it first,
+    its end releases the lock."""
 
 
 @message
@@ -251,6 +281,25 @@ class ReleaseLimitLease:
 
 
 @message
+class ConnectorReservation:
+    """A reservation the connector honours until `expires_at` (Unix s): only `id_tag`, or a token whose
+    idTag or parent matches `id_tag` or `parent_id_tag`, may be authorized there."""
+
+    reservation_id: int
+    id_tag: str
+    expires_at: float
+    parent_id_tag: str | None = None
+
+
+@message
+class ReserveConnector:
+    """Honour exactly these reservations from now on (an empty list: none). Replaces what was held
+    before and survives a restart; a reservation past its `expires_at` is ignored."""
+
+    reservations: tuple[ConnectorReservation, ...] = ()
+
+
+@message
 class GetConnectorStatus:
     """Answered with a `ConnectorStatus`."""
 
@@ -287,6 +336,8 @@ class ConnectorStatus:
     meter_start_wh: float | None = None
     """The running transaction's start register: what its bill will count from."""
     transaction_started_at: float | None = None
+    reservations: tuple[ConnectorReservation, ...] = ()
+    """The reservations the connector honours now (`ReserveConnector`)."""
 
 
 @message
@@ -339,9 +390,11 @@ EVSE_MANAGER = Interface(
         Command(PauseCharging, Ack),
         Command(ResumeCharging, Ack),
         Command(StopCharging, Ack),
+        Command(UnlockConnectorNow, Ack),
         Command(SetAvailability, Ack),
         Command(GrantLimitLease, Ack),
         Command(ReleaseLimitLease, Ack),
+        Command(ReserveConnector, Ack),
         Command(GetConnectorStatus, ConnectorStatus),
         Command(GetSessionHistory, SessionHistory),
     ),
@@ -450,44 +503,4 @@ SIL_RIG = Interface(
 
 CARD_READER_SIM = Interface(
     name="card_reader_sim", description="A simulated RFID reader.", commands=(Command(PresentCard, Ack),)
-)
-
-
-# --- energy manager: the site-wide plan behind the leases ------------------------------------
-
-
-@message
-class GetEnergyPlan:
-    """Answered with an `EnergyPlan`."""
-
-
-@message
-class EvseAllocation:
-    """What one EVSE is given now, and why."""
-
-    evse: str
-    amps: float
-    reason: str
-    """``Reason`` value of `charger.protocols.energy_schedule`: fuse, own_max, price, no_session..."""
-    detail: str
-    node: str | None
-
-
-@message
-class EnergyPlan:
-    """The last decision: its planner, how long it took, and each EVSE's allocation."""
-
-    planner: str
-    status: str
-    fallback_reason: str | None
-    solve_s: float
-    decided_at: float
-    allocations: list[EvseAllocation]
-
-
-ENERGY_MANAGER = Interface(
-    name="energy_manager",
-    description="Plans the site's charging currents under its fuses and sends them as leases.",
-    commands=(Command(GetEnergyPlan, EnergyPlan),),
-    vars=(EnergyPlan,),
 )

@@ -7,6 +7,7 @@ streamed to clients that called ``events.subscribe``, as ``event`` notifications
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -27,7 +28,6 @@ from charger.actors.charging import (
     ConnectorStatus,
     DescribeRig,
     GetConnectorStatus,
-    GetEnergyPlan,
     GetRigState,
     GetSessionHistory,
     GrantLimitLease,
@@ -40,6 +40,7 @@ from charger.actors.charging import (
     SessionCompleted,
     SetAvailability,
     StopCharging,
+    UnlockConnectorNow,
     UnplugCar,
 )
 from charger.protocols import jsonrpc
@@ -93,10 +94,10 @@ class ControlApi(Behaviour):
 
     description = "JSON-RPC 2.0 over a local websocket: status, event stream and commands into the station."
     requires = {
-        "evse": Requirement(interface=EVSE_MANAGER, min_connections=0, max_connections=64),
-        "rig": Requirement(interface=SIL_RIG, min_connections=0, max_connections=64),
-        "auth": Requirement(interface=AUTH, min_connections=0, max_connections=1),
-        "energy": Requirement(interface=ENERGY_MANAGER, min_connections=0, max_connections=1),
+        "evse": Requirement(interface=EVSE_MANAGER, min_connections=0, max_connections=64, remote=True),
+        "rig": Requirement(interface=SIL_RIG, min_connections=0, max_connections=64, remote=True),
+        "auth": Requirement(interface=AUTH, min_connections=0, max_connections=1, remote=True),
+        "energy": Requirement(interface=ENERGY_MANAGER, min_connections=0, max_connections=1, remote=True),
         "card_reader": Requirement(interface=CARD_READER_SIM, min_connections=0, max_connections=1),
     }
     config_schema: ClassVar = {
@@ -180,6 +181,7 @@ class ControlApi(Behaviour):
         if not isinstance(request.params, dict):
             return jsonrpc.error(request.id, jsonrpc.INVALID_PARAMS, "params must be an object")
         problems = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(request.params)]
+        problems += _wider_than_64_bits(request.params)
         if problems:
             return jsonrpc.error(request.id, jsonrpc.INVALID_PARAMS, "; ".join(problems))
         self._caller = client
@@ -235,12 +237,25 @@ class ControlApi(Behaviour):
             "actors": status.actors,
             "restarts": status.restarts,
             "events": status.events[-20:],
+            "remote": status.remote,
         }
 
     @rpc("events.subscribe")
     def events_subscribe(self, params: dict[str, Any]) -> dict[str, bool]:
         self._streams.add(self._caller)
         return {"subscribed": True}
+
+
+def _wider_than_64_bits(value: Any, path: str = "params") -> list[str]:
+    """Integers that no message can carry (msgpack holds -2**63 .. 2**64-1). JSON has no limit, and a
+    schema's "integer" none either: such a number would only fail later, while encoding a call."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return [f"{path}: {value} does not fit in 64 bits"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _wider_than_64_bits(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _wider_than_64_bits(v, f"{path}[{i}]")]
+    return []
 
 
 # --- charging: connectors, the simulated car and hardware, tokens ------------------------------------
@@ -273,22 +288,12 @@ def _rig(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, tup
 
 
 def _as_dict(msg: Any) -> dict[str, Any]:
-    return {name: getattr(msg, name) for name in msg.__dataclass_fields__}
+    return dataclasses.asdict(msg)  # nested messages (a connector's reservations) become objects too
 
 
 def _ok(api: ControlApi, target: str, msg: Any) -> Generator[Pending, Any, dict[str, bool]]:
     yield api.call(target, msg, timeout=5.0)
     return {"ok": True}
-
-
-@rpc("energy.plan")
-def energy_plan(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, Any]]:
-    """The energy manager's last decision, with why each EVSE got what it got."""
-    managers = api.connections.get("energy", [])
-    if not managers:
-        raise RpcError(jsonrpc.INVALID_PARAMS, "no energy manager is wired to the control API")
-    plan = yield api.call(managers[0], GetEnergyPlan(), timeout=5.0)
-    return {**_as_dict(plan), "allocations": [_as_dict(a) for a in plan.allocations]}
 
 
 @rpc("connectors.status")
@@ -358,6 +363,11 @@ def connector_stop(api: ControlApi, params: dict[str, Any]) -> Generator[Pending
     return (yield from _ok(api, _evse(api, params), StopCharging(reason=params.get("reason", "Local"))))
 
 
+@rpc("connector.unlock", {"required": ["connector"], "properties": _CONNECTOR})
+def connector_unlock(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, Any, dict[str, bool]]:
+    return (yield from _ok(api, _evse(api, params), UnlockConnectorNow()))
+
+
 @rpc(
     "connector.availability",
     {
@@ -417,3 +427,7 @@ def rfid_present(api: ControlApi, params: dict[str, Any]) -> Generator[Pending, 
     connector = _evse(api, params) if "connector" in params else None
     verdict = yield api.call(auths[0], PresentToken(token_id=params["token"], connector=connector, source="api"))
     return _as_dict(verdict)
+
+
+# The energy manager's methods register themselves on import (kept apart to keep this module short).
+from charger.actors import control_api_energy  # noqa: E402, F401

@@ -38,8 +38,10 @@ from charger.actors.charging import (
     SetAvailability,
     SetBoardOutputs,
     StopCharging,
+    UnlockConnectorNow,
     WithdrawAuthorization,
 )
+from charger.actors.evse_reservations import ReservationHolder
 from charger.protocols.evse_events import (
     Action,
     Authorized,
@@ -70,11 +72,12 @@ from charger.protocols.evse_events import (
     StopRequested,
     Tick,
     UnlockConnector,
+    UnlockRequested,
 )
 from charger.protocols.evse_session import ConnectorConfig, ConnectorMachine
 from charger.protocols.iec61851 import IecTiming, Pilot, duty_permille
 
-from charger.behaviour import Behaviour, Pending, Timer, handles
+from charger.behaviour import Pending, Timer, handles
 from charger.errors import CallError, Rejected
 from charger.interfaces import Requirement
 from charger.journal import Journal
@@ -87,7 +90,7 @@ _METER_SETTLE_TRIES = 10
 _BOARD_FAULTS = {"rcd_tripped": Fault.RCD, "diode_fault": Fault.DIODE_FAILURE}
 
 
-class EvseManager(Behaviour):
+class EvseManager(ReservationHolder):
     description = "One connector: IEC 61851-1 charging, sessions journaled, limits as leases."
     provides = {"evse": EVSE_MANAGER}
     requires = {
@@ -145,6 +148,7 @@ class EvseManager(Behaviour):
             )
         )
         self.journal = Journal(f"{self.state_dir}/{self.name}.sessions.db")
+        self.init_reservations()
         self.board_name = self.connections["board"][0]
         meters = self.connections.get("meter") or []
         self.meter_name: str | None = meters[0] if meters else None
@@ -235,6 +239,9 @@ class EvseManager(Behaviour):
             raise Rejected(f"{self.name} cannot take an authorization while {m.state.value}")
         if m.authorized or m.transaction_active:
             raise Rejected(f"{self.name} is already authorized (session {m.session_id})")
+        reserved = self.reservation_refusal(req.token_id, req.parent_id_tag)
+        if reserved is not None:
+            raise Rejected(reserved)
         self._feed(Authorized(token_id=req.token_id))
         return Ack()
 
@@ -263,6 +270,15 @@ class EvseManager(Behaviour):
             raise Rejected(f"unknown stop reason {req.reason!r}; one of {[r.value for r in StopReason]}") from None
         self._require_transaction()
         self._feed(StopRequested(reason=reason))
+        return Ack()
+
+    @handles(UnlockConnectorNow)
+    def on_unlock(self, req: UnlockConnectorNow) -> Ack:
+        if self.machine.transaction_active:
+            raise Rejected(f"{self.name} runs a transaction: stop it first, its end releases the lock")
+        self._feed(UnlockRequested())
+        if self.machine.locked:  # cannot happen without a transaction; a caller must not hear "unlocked"
+            raise Rejected(f"{self.name} still holds the plug ({self.machine.state.value})")
         return Ack()
 
     @handles(SetAvailability)
@@ -472,6 +488,7 @@ class EvseManager(Behaviour):
             leases=m.granted_a(now),
             meter_start_wh=None if self.transaction is None else self.transaction["meter_start_wh"],
             transaction_started_at=None if self.transaction is None else self.transaction["started_at"],
+            reservations=self.reservations_now(now),
         )
 
     def _publish_status(self, *, only_if_changed: bool) -> None:

@@ -94,6 +94,10 @@ class LinkCore(Behaviour):
         """Deliver the transaction queue: `TransactionReporting.pump`."""
         raise NotImplementedError
 
+    def reservation_used(self, connector: int, id_tag: str, at: float) -> int | None:
+        """The reservation a transaction starting now ends: `Reservations.reservation_used`."""
+        raise NotImplementedError
+
     def enqueue(self, action: str, payload: dict[str, Any], session_id: str) -> None:
         """A MeterValues of a running transaction: into the queue, behind everything before it."""
         self.store.queue.enqueue(action, payload, tx_key=session_id, now=time.time())

@@ -1,11 +1,12 @@
-"""The CSMS's requests to the station (OCPP 1.6 Core, Local Auth List Management and Remote Trigger), each
+"""The CSMS's requests to the station (every OCPP 1.6 feature profile and the Security Whitepaper's), each
 answered on the backend link's actor thread. The payload arrives as on the wire (camelCase) and has
 passed the 1.6 schema; a handler returns the CALLRESULT payload, or a `CsmsAnswer` with work to do once
 the answer is sent ("response first": TriggerMessage, Reset, a remote start that must authorize).
 
-A feature that is not here (Reservation, Smart Charging, Firmware Management, the security
-extensions' certificate and log requests) is answered NotSupported by the link, and is not announced
-in SupportedFeatureProfiles. Adding one is adding its handlers to `CSMS_HANDLERS` (and its profile).
+Core, Local Auth List Management and Remote Trigger are here; Smart Charging's requests are in
+`charger.actors.ocpp_smart_link` (`SMART_HANDLERS`), Reservation's (ReserveNow, CancelReservation) in
+`ocpp_reservations`, Firmware Management's and the Security Whitepaper's in `ocpp_maintenance`. An
+action a charge point sends (BootNotification...) is answered NotSupported.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from charger.actors.charging import AuthorizeSession, StopCharging
+from charger.actors.charging import AuthorizeSession, StopCharging, UnlockConnectorNow
 from charger.actors.ocpp_base import LINK_UNAVAILABLE, RUNNING_STATES
 from charger.actors.ocpp_link import CsmsAnswer, CsmsError, CsmsReply
+from charger.actors.ocpp_maintenance import MAINTENANCE_HANDLERS, MAINTENANCE_TRIGGERS
+from charger.actors.ocpp_reservations import cancel_reservation, reserve_now
+from charger.actors.ocpp_smart_link import SMART_HANDLERS
 from charger.protocols.ocpp_config import ConfigurationStatus, TooManyKeys
 from charger.protocols.ocpp_frames import ErrorCode, IncomingCall
 from charger.protocols.ocpp_local_auth import ListLimits, UpdateStatus
@@ -89,6 +93,7 @@ def change_configuration(link: BackendLink, payload: dict[str, Any]) -> Result:
     if change.stores and change.value is not None:
         link.store.config.save(change.key, change.value)  # on disk before the CSMS hears Accepted
         link.keys.apply(change)
+        link.security.configuration_changed(change.key)
         if change.status is ConfigurationStatus.ACCEPTED:
             link.configuration_changed(change.key, link_setting=change.key in _LINK_KEYS)
     why = f" ({change.reason})" if change.reason else ""  # a reason never contains the value
@@ -133,19 +138,25 @@ def send_local_list(link: BackendLink, payload: dict[str, Any]) -> Result:
 
 def remote_start_transaction(link: BackendLink, payload: dict[str, Any]) -> Generator[Pending, Any, Result]:
     id_tag: str = payload["idTag"]
+    parent = link.parent_of(id_tag)
     states = {c: s.state for c, s in link.status.items()}
-    operative = {c: link.operative.get(c, True) and link.station_operative for c in link.connector_of.values()}
+    operative = {
+        c: link.operative.get(c, True) and link.station_operative and not link.reserved_for_others(c, id_tag, parent)
+        for c in link.connector_of.values()
+    }
     target = remote_start_target(payload.get("connectorId"), states, operative)
     if target is None:
         return _status("Rejected")
-    if "chargingProfile" in payload:
-        link.log.warning("RemoteStartTransaction: chargingProfile ignored, SmartCharging is not supported yet")
+    if "chargingProfile" in payload and (why := link.smart.remote_start_profile(target, payload["chargingProfile"])):
+        link.log.warning("RemoteStartTransaction on connector %d: chargingProfile refused: %s", target, why)
+        return _status("Rejected")
     if link.keys.boolean("AuthorizeRemoteTxRequests"):
         return CsmsAnswer(payload=_status("Accepted"), after=lambda: _authorize_then_start(link, target, id_tag))
     try:
-        yield link.call(link.evses[target - 1], AuthorizeSession(token_id=id_tag), timeout=5.0)
+        yield link.call(link.evses[target - 1], AuthorizeSession(token_id=id_tag, parent_id_tag=parent), timeout=5.0)
     except CallError as exc:
         link.log.warning("RemoteStartTransaction on connector %d refused: %s", target, exc)
+        link.smart.drop_pending(target)
         return _status("Rejected")
     link.log.info("RemoteStartTransaction: %s authorized on connector %d", id_tag, target)
     return _status("Accepted")
@@ -153,11 +164,14 @@ def remote_start_transaction(link: BackendLink, payload: dict[str, Any]) -> Gene
 
 def _authorize_then_start(link: BackendLink, connector: int, id_tag: str) -> Generator[Pending, Any, None]:
     verdict = yield from link.authorize(id_tag)
+    link.note_authorization(verdict)
     if verdict.status != "Accepted":
         link.log.info("RemoteStartTransaction: %s is %s (%s): not started", id_tag, verdict.status, verdict.source)
+        link.smart.drop_pending(connector)
         return
     try:
-        yield link.call(link.evses[connector - 1], AuthorizeSession(token_id=id_tag), timeout=5.0)
+        start = AuthorizeSession(token_id=id_tag, parent_id_tag=verdict.parent_id_tag)
+        yield link.call(link.evses[connector - 1], start, timeout=5.0)
     except CallError as exc:
         link.log.warning("RemoteStartTransaction on connector %d refused after Authorize: %s", connector, exc)
 
@@ -187,8 +201,13 @@ def unlock_connector(link: BackendLink, payload: dict[str, Any]) -> Generator[Pe
             link.log.warning("UnlockConnector %d: the transaction did not stop: %s", connector, exc)
             return _status("UnlockFailed")
         return _status("Unlocked")  # the EVSE manager releases the lock as the transaction ends
-    # Outside a session the EVSE manager keeps the plug unlocked; it has no command to unlock it early.
-    return _status("UnlockFailed" if status.state in _LOCKS_WITHOUT_TRANSACTION else "Unlocked")
+    if status.state in _LOCKS_WITHOUT_TRANSACTION:  # the waiting session ends, the lock opens
+        try:
+            yield link.call(link.evses[connector - 1], UnlockConnectorNow(), timeout=5.0)
+        except CallError as exc:
+            link.log.warning("UnlockConnector %d: the plug stays locked: %s", connector, exc)
+            return _status("UnlockFailed")
+    return _status("Unlocked")
 
 
 def change_availability(link: BackendLink, payload: dict[str, Any]) -> Generator[Pending, Any, Result]:
@@ -220,6 +239,7 @@ def _reset(link: BackendLink, kind: str) -> Generator[Pending, Any, None]:
     and queued, give the queue a moment, then exit for the supervisor to restart the link."""
     reason = "HardReset" if kind == "Hard" else "SoftReset"
     link.log.warning("Reset (%s) requested by the CSMS", kind)
+    link.security.resetting(kind)
     running = {c: s for c in link.connector_of.values() if (s := link.running_session(c)) is not None}
     for connector in running:
         link.call(link.evses[connector - 1], StopCharging(reason=reason), timeout=5.0).then(
@@ -249,7 +269,7 @@ def trigger_message(link: BackendLink, payload: dict[str, Any]) -> Result:
     wanted, connector = payload["requestedMessage"], payload.get("connectorId")
     if connector is not None and not 0 <= connector <= len(link.evses):
         return _status("Rejected")
-    if wanted not in _TRIGGERABLE:
+    if wanted not in _TRIGGERABLE and wanted not in MAINTENANCE_TRIGGERS:
         return _status("NotImplemented")
     return CsmsAnswer(payload=_status("Accepted"), after=lambda: _send_triggered(link, wanted, connector))
 
@@ -268,6 +288,8 @@ def _send_triggered(link: BackendLink, what: str, connector: int | None) -> Gene
             link.send_status(report, triggered=True)
     elif what == "MeterValues":
         yield from link.triggered_meter_values(connector)
+    elif what in MAINTENANCE_TRIGGERS:
+        yield from MAINTENANCE_TRIGGERS[what](link, connector)
 
 
 def data_transfer(link: BackendLink, payload: dict[str, Any]) -> Result:
@@ -277,17 +299,22 @@ def data_transfer(link: BackendLink, payload: dict[str, Any]) -> Result:
 
 
 CSMS_HANDLERS: dict[str, Handler] = {
+    "CancelReservation": cancel_reservation,
     "ChangeAvailability": change_availability,
     "ChangeConfiguration": change_configuration,
     "ClearCache": clear_cache,
     "DataTransfer": data_transfer,
+    "ExtendedTriggerMessage": trigger_message,  # the Security Whitepaper's: TriggerMessage with more messages
     "GetConfiguration": get_configuration,
     "GetLocalListVersion": get_local_list_version,
     "RemoteStartTransaction": remote_start_transaction,
     "RemoteStopTransaction": remote_stop_transaction,
+    "ReserveNow": reserve_now,
     "Reset": reset,
     "SendLocalList": send_local_list,
     "TriggerMessage": trigger_message,
     "UnlockConnector": unlock_connector,
+    **MAINTENANCE_HANDLERS,
+    **SMART_HANDLERS,
 }
 """Every CSMS-initiated action the station serves (the SmartCharging seam: add its handlers here)."""

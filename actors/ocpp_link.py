@@ -106,6 +106,8 @@ class LinkSettings:
     security_profile: int
     password: bytes | None = field(default=None, repr=False)
     ca_file: str | None = None
+    extra_ca_pem: str = ""
+    """Root certificates the CSMS installed (InstallCertificate), trusted beside `ca_file`."""
     client_cert_file: str | None = None
     client_key_file: str | None = None
     ping_interval_s: float | None = 30.0
@@ -120,6 +122,8 @@ class LinkSettings:
             return None
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
         context.minimum_version = ssl.TLSVersion.TLSv1_2  # the whitepaper: TLS 1.2 or newer
+        if self.extra_ca_pem:
+            context.load_verify_locations(cadata=self.extra_ca_pem)
         if self.security_profile == 3 and self.client_cert_file:
             context.load_cert_chain(self.client_cert_file, self.client_key_file)
         return context

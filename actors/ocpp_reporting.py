@@ -170,6 +170,9 @@ class TransactionReporting(LinkCore):
         if why:
             self.log.warning("%s: reported with idTag %s: %s", session_id, id_tag, why)
         payload = start_transaction_payload(connector, id_tag, meter_wh, at)
+        reservation_id = self.reservation_used(connector, id_tag, at)
+        if reservation_id is not None:
+            payload["reservationId"] = reservation_id
         self._enqueue_reported(session_id, START_TRANSACTION, payload)
 
     def transaction_completed(self, connector: int, done: SessionCompleted) -> None:

@@ -67,7 +67,8 @@ class StationReports(LinkCore):
             return
         self.status[connector] = status
         operative = self.operative.get(connector, True) and self.station_operative
-        view = connector_view(status.state, status.faults, status.token_id, operative=operative)
+        reserved = any(r.expires_at > time.time() for r in status.reservations)
+        view = connector_view(status.state, status.faults, status.token_id, operative=operative, reserved=reserved)
         if view.status in _FREE and connector in self.finishing.values():
             # Unplugged, but its StopTransaction is not queued yet (the bill settles): still Finishing.
             view = ConnectorView(ChargePointStatus.FINISHING, view.error_code, view.info)

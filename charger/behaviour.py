@@ -160,6 +160,10 @@ class Behaviour:
     def terminate(self, reason: str) -> None:
         """Release resources on an orderly stop. Not called after a crash or a kill; an exception is logged."""
 
+    def peer_changed(self, name: str, up: bool) -> None:
+        """A peer this actor calls went down (`up` false: it is restarting, or its host was lost) or
+        came back. Calls to it meanwhile fail fast with `Unavailable`; override to react sooner."""
+
     # --- calls, casts, events --------------------------------------------------------------------
     def call(self, target: str, msg: Any, timeout: float = 5.0) -> Pending:
         """Send `msg` to the instance named `target` and get a `Pending` for its reply.

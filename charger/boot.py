@@ -12,6 +12,7 @@ halted (its root supervisor gave up); 2 for a topology or usage error, printed a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import signal
@@ -23,6 +24,7 @@ from typing import Any
 
 from charger.client import Client
 from charger.errors import CallError
+from charger.federation import HostPlan, host_plan, tune_convention
 from charger.kernel import KERNEL_ACTOR, kernel_config
 from charger.lifecycle import GetSystemStatus, Init, Shutdown, SystemStatus
 from charger.processes import kill_all, session_of, session_processes, wait_until_gone
@@ -32,7 +34,9 @@ from charger.status_view import (
     ConnectorView,
     LiveDisplay,
     PlainDisplay,
+    PlanView,
     connector_names,
+    energy_manager_names,
     fetch_histories,
     summary_lines,
 )
@@ -55,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", metavar="DIR", help="where journals live (default: the topology's, else ./state)")
     p.add_argument("--admin-port", type=int, metavar="PORT", help="Thespian admin port (default: the topology's)")
     p.add_argument(
+        "--host",
+        metavar="NAME",
+        help="in a park (a topology with hosts): which box this is; it runs the actors placed on it",
+    )
+    p.add_argument(
         "--site-secret",
         metavar="FILE",
         help="the site's secret that authenticates every frame between actor processes (owner-only file, "
@@ -76,10 +85,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TopologyError as exc:
         print(exc, file=sys.stderr)
         return 2
+    problem = _host_problem(topology, args.host, checking=args.check)
+    if problem:
+        print(f"{args.topology}: {problem}", file=sys.stderr)
+        return 2
     if args.check:
-        print(f"{args.topology}: ok: site {topology.site!r}, {len(topology.actors)} actors")
+        where = f" on {len(topology.hosts)} hosts" if topology.hosts else ""
+        mine = f"; host {args.host} runs {len(topology.actors_on(args.host))}" if args.host else ""
+        print(f"{args.topology}: ok: site {topology.site!r}, {len(topology.actors)} actors{where}{mine}")
         return 0
     return _run(topology, args)
+
+
+def _host_problem(topology: Topology, host: str | None, *, checking: bool) -> str:
+    """What is wrong with --host for this topology ("" when nothing)."""
+    names = ", ".join(topology.hosts)
+    if host is not None and not topology.hosts:
+        return f"--host {host}: the topology declares no hosts"
+    if host is not None and host not in topology.hosts:
+        return f"--host {host}: unknown host (hosts: {names})"
+    if host is None and topology.hosts and not checking:
+        return f"the topology declares the hosts of a park ({names}): give --host NAME"
+    return ""
+
+
+def _plan(topology: Topology, args: argparse.Namespace) -> HostPlan:
+    if not topology.hosts:
+        state_dir = os.path.abspath(args.state_dir or topology.state_dir or "state")
+        port = args.admin_port or topology.admin_port
+        return HostPlan("", topology.root, None, port, topology.bind, {}, state_dir, len(topology.actors))
+    plan = host_plan(topology, args.host, state_dir=args.state_dir)
+    return dataclasses.replace(plan, admin_port=args.admin_port or plan.admin_port)
 
 
 class _StopRequested:
@@ -91,9 +127,11 @@ class _StopRequested:
 
 
 def _run(topology: Topology, args: argparse.Namespace) -> int:
-    state_dir = os.path.abspath(args.state_dir or topology.state_dir or "state")
+    plan = _plan(topology, args)
+    state_dir = plan.state_dir
     os.makedirs(state_dir, exist_ok=True)
-    admin_port = args.admin_port or topology.admin_port
+    if plan.federation is not None:
+        tune_convention()
     stop = _StopRequested()
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -104,9 +142,10 @@ def _run(topology: Topology, args: argparse.Namespace) -> int:
     log_file = os.path.join(state_dir, "charger.log") if live else None
     try:
         asys = start_system(
-            admin_port,
-            bind_address=topology.bind,
+            plan.admin_port,
+            bind_address=plan.bind,
             log_config=logging_config(args.log_level, args.json_logs, filename=log_file),
+            capabilities=plan.capabilities,
             site_secret=args.site_secret,
         )
     except (RuntimeError, ValueError) as exc:  # a port in use, a refused secret file or bind address
@@ -116,7 +155,7 @@ def _run(topology: Topology, args: argparse.Namespace) -> int:
         print(f"charger: logging to {log_file} (--no-view logs here instead)", flush=True)
     code, session = 1, [0]
     try:
-        code = _supervise(asys, topology, state_dir, duration=args.duration, stop=stop, session=session, live=live)
+        code = _supervise(asys, topology, plan, duration=args.duration, stop=stop, session=session, live=live)
     finally:
         asys.shutdown()
         # Every process of the system shares the admin's session: none may outlive the shutdown.
@@ -131,7 +170,7 @@ def _run(topology: Topology, args: argparse.Namespace) -> int:
 def _supervise(
     asys: Any,
     topology: Topology,
-    state_dir: str,
+    plan: HostPlan,
     *,
     duration: float | None,
     stop: _StopRequested,
@@ -141,9 +180,9 @@ def _supervise(
     """Start the tree, watch it until told to stop, stop it in order. Puts the system's session id in `session`."""
     kernel = asys.createActor(ActorProcess)
     client = Client(asys, kernel, label="boot")
-    init = Init(
-        name="kernel", actor=KERNEL_ACTOR, config=kernel_config(topology.root), requires={}, state_dir=state_dir
-    )
+    state_dir = plan.state_dir
+    config = kernel_config(plan.root, plan.federation)
+    init = Init(name="kernel", actor=KERNEL_ACTOR, config=config, requires={}, state_dir=state_dir)
     started_at, started_wall = time.monotonic(), time.time()
     try:
         started = client.call_address(kernel, init, timeout=_START_TIMEOUT_S)
@@ -151,8 +190,10 @@ def _supervise(
     except CallError as exc:
         print(f"charger.boot: the supervision tree did not start: {exc}", file=sys.stderr)
         return 1
-    print(f"charger: site {topology.site!r} running, {len(topology.actors)} actors, state in {state_dir}", flush=True)
-    connectors = connector_names(topology.root)
+    host = f" host {plan.host}" if plan.host else ""
+    print(f"charger: site {topology.site!r}{host} running, {plan.actors} actors, state in {state_dir}", flush=True)
+    connectors = connector_names(plan.root)
+    energy_managers = energy_manager_names(plan.root)
     poller = ConnectorPoller(client, connectors)
     display = LiveDisplay(topology.site) if live else PlainDisplay()
     next_poll = 0.0
@@ -165,10 +206,12 @@ def _supervise(
                 time.sleep(_POLL_S)
                 status = _status(client, kernel)
                 views: list[ConnectorView] | None = None
-                if connectors and time.monotonic() >= next_poll:
+                plans: list[PlanView] | None = None
+                if (connectors or energy_managers) and time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + _CONNECTOR_POLL_S
                     views = poller.poll()
-                display.show(status, views)
+                    plans = poller.plans(energy_managers)
+                display.show(status, views, plans)
     except CallError as exc:
         print(f"charger.boot: the kernel stopped answering ({exc}); stopping the system", file=sys.stderr)
         return 1
@@ -182,7 +225,7 @@ def _supervise(
     for line in summary_lines(histories, since=started_wall):
         print(line, flush=True)
     try:
-        client.call_address(kernel, Shutdown(reason="shutdown"), timeout=_shutdown_budget(topology.root))
+        client.call_address(kernel, Shutdown(reason="shutdown"), timeout=_shutdown_budget(plan.root) + 10.0)
     except CallError as exc:
         print(f"charger.boot: orderly shutdown did not finish: {exc}", file=sys.stderr)
         return 1

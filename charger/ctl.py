@@ -8,11 +8,14 @@
     python -m charger.ctl car 1 "draw_power_regulated 16,3;sleep 60;unplug"
     python -m charger.ctl rfid 04A1B2C3D4 [--connector 1]
     python -m charger.ctl pause 1 | resume 1 | stop 1 [--reason Local]
+    python -m charger.ctl unlock 1             # release the plug of a car no one authorized
     python -m charger.ctl disable 1 [--reason Other] | enable 1   # take out of service, or back in
     python -m charger.ctl fault 1 rcd|meter_offline|lock_failure|pilot_error_e|diode_failure [--clear]
     python -m charger.ctl lease 1 --amps 10 --valid-for 60
     python -m charger.ctl sessions 1           # completed sessions, as billed
     python -m charger.ctl plan                 # the energy manager's currents, and why each got its own
+    python -m charger.ctl need 1 --kwh 20 --depart 07:30   # what the car at connector 1 wants (--clear: unknown)
+    python -m charger.ctl cap grid --amps 40 --valid-for 3600   # a grid-operator cap (no --amps/--kw: lifted)
     python -m charger.ctl call METHOD [JSON]   # any method, params as a JSON object
 
 Exit codes: 0 ok, 1 the API answered with an error or could not be reached, 2 usage error.
@@ -24,13 +27,18 @@ import argparse
 import itertools
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from charger.energy_view import plan_lines
+
 __all__ = ["main"]
+
+_plan_lines = plan_lines  # the name the tests and older callers use
 
 DEFAULT_URL = "ws://127.0.0.1:8765"
 _ids = itertools.count(1)
@@ -62,10 +70,21 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("connectors", help="every connector at a glance")
     sub.add_parser("plan", help="the energy manager's plan: current per EVSE and why")
     sub.add_parser("events", help="stream events until interrupted")
+    need = sub.add_parser("need", help="the energy a car still wants and when it leaves (energy manager)")
+    need.add_argument("connector")
+    need.add_argument("--kwh", type=float, help="energy still wanted")
+    need.add_argument("--depart", type=next_clock_time, help="local time HH:MM (the next one to come)")
+    need.add_argument("--clear", action="store_true", help="forget both: unknown again")
+    cap = sub.add_parser("cap", help="cap a node of the energy manager's tree (grid operator)")
+    cap.add_argument("node")
+    cap.add_argument("--amps", type=float, help="A per phase")
+    cap.add_argument("--kw", type=float)
+    cap.add_argument("--valid-for", type=float, help="seconds (default: until replaced)")
     for name, text in (
         ("unplug", "pull the simulated car's plug"),
         ("pause", "pause charging"),
         ("resume", "resume charging"),
+        ("unlock", "release the plug (no transaction: the waiting session ends)"),
         ("sessions", "completed sessions, as billed"),
     ):
         sub.add_parser(name, help=text).add_argument("connector", help="connector id or EVSE manager name")
@@ -146,14 +165,6 @@ def _run(ws: ClientConnection, args: argparse.Namespace, params: dict[str, Any])
     return 0
 
 
-def _plan_lines(plan: dict[str, Any]) -> list[str]:
-    how = f"{plan['planner'] or '-'} ({plan['status']}), decided in {plan['solve_s'] * 1000:.0f} ms"
-    if plan["fallback_reason"]:
-        how += f"; greedy share because {plan['fallback_reason']}"
-    rows = [f"  {a['evse']:<12} {a['amps']:5.1f} A  {a['reason']:<18} {a['detail']}" for a in plan["allocations"]]
-    return [how, *rows]
-
-
 def _print_status(status: dict[str, Any]) -> None:
     print("halted: " + status["reason"] if status["halted"] else "running")
     for name, pid in sorted(status["actors"].items()):
@@ -171,7 +182,23 @@ def _connector_line(c: dict[str, Any]) -> str:
     faults = f"  faults: {', '.join(c['faults'])}" if c["faults"] else ""
     return (
         f"{c['connector']:<12} {c['pilot']} {c['state']:<26} {c['current_limit_a']:5.1f} A {power:>9} "
-        f"{energy:>11}  {c['session_id'] or '-'}  {c['last_event'] or ''}{faults}"
+        f"{energy:>11}  {c['session_id'] or '-'}  {c['last_event'] or ''}{faults}{_leases(c)}{_reservations(c)}"
+    )
+
+
+def _leases(c: dict[str, Any]) -> str:
+    """Each grantor's current, lowest (the one the connector obeys) first."""
+    leases = sorted((c.get("leases") or {}).items(), key=lambda item: (item[1], item[0]))
+    return (
+        "  leases: " + ", ".join(f"{grantor or '(unnamed)'} {amps:.1f} A" for grantor, amps in leases) if leases else ""
+    )
+
+
+def _reservations(c: dict[str, Any]) -> str:
+    return "".join(
+        f"  reserved: #{r['reservation_id']} for {r['id_tag']} until "
+        f"{time.strftime('%H:%M', time.localtime(r['expires_at']))}"
+        for r in c.get("reservations") or ()
     )
 
 
@@ -198,6 +225,19 @@ _SHORTCUTS: dict[str, Any] = {
         {**({"amps": a.amps} if a.amps is not None else {"watts": a.watts}), "valid_for_s": a.valid_for},
     ),
     "rfid": lambda a: ("rfid.present", {"token": a.token}),
+    "need": lambda a: (
+        "energy.session",
+        {} if a.clear else {"energy_kwh": a.kwh, "departure": a.depart},
+    ),
+    "cap": lambda a: (
+        "energy.cap",
+        {
+            "node": a.node,
+            "amps": a.amps,
+            "kw": a.kw,
+            "valid_until": None if a.valid_for is None else time.time() + a.valid_for,
+        },
+    ),
 }
 
 
@@ -207,6 +247,22 @@ def _shortcut(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if getattr(args, "connector", None) is not None:
         params["connector"] = args.connector
     return method, params
+
+
+def next_clock_time(hh_mm: str, now: float | None = None) -> float:
+    """The next moment (Unix seconds) the local clock shows `hh_mm`: today, or tomorrow once past."""
+    try:
+        hours, minutes = (int(part) for part in hh_mm.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time HH:MM: {hh_mm!r}") from None
+    if not (0 <= hours < 24 and 0 <= minutes < 60):
+        raise argparse.ArgumentTypeError(f"not a time HH:MM: {hh_mm!r}")
+    now = time.time() if now is None else now
+    local = time.localtime(now)
+    at = time.mktime((local.tm_year, local.tm_mon, local.tm_mday, hours, minutes, 0, 0, 0, -1))
+    return (
+        at if at > now else time.mktime((local.tm_year, local.tm_mon, local.tm_mday + 1, hours, minutes, 0, 0, 0, -1))
+    )
 
 
 if __name__ == "__main__":

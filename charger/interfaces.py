@@ -57,3 +57,6 @@ class Requirement:
     min_connections: int = 1
     max_connections: int = 1
     description: str = ""
+    remote: bool = False
+    """In a park, the providers may run on another host (only messages cross; no device, no
+    deadline tighter than a heartbeat). Otherwise the topology must place them on the same host."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import Any
 
 from charger.messages import message
@@ -13,7 +14,10 @@ __all__ = [
     "CallFailed",
     "Exiting",
     "GetSystemStatus",
+    "HostLost",
+    "HostNames",
     "Init",
+    "LocalNames",
     "Register",
     "Resolve",
     "Resolved",
@@ -26,6 +30,7 @@ __all__ = [
     "SystemStatus",
     "Unbound",
     "Unregister",
+    "WatchLocalNames",
 ]
 
 
@@ -192,3 +197,38 @@ class SystemStatus:
     """The most recent supervision events, oldest first."""
     events_total: int
     """How many events were recorded since boot (the last of `events` is number `events_total`)."""
+    remote: dict[str, str] = field(default_factory=dict)
+    """In a park: name -> host of every actor on another host that this host can reach now."""
+
+
+# --- federation: the kernel's registry and the host's federation actor ---------------------------------
+
+
+@message
+class WatchLocalNames:
+    """Federation -> kernel: send me this host's names now and after every change (as `LocalNames`)."""
+
+    exclude: list[str]
+    """Names that exist on every host (kernel, root, federation) and never leave it."""
+
+
+@message
+class LocalNames:
+    """Kernel -> federation: every name registered on this host; the addresses travel beside it."""
+
+    names: list[str]
+
+
+@message
+class HostNames:
+    """Federation -> kernel: `host` runs exactly these names now (addresses beside); bind them here."""
+
+    host: str
+    names: list[str]
+
+
+@message
+class HostLost:
+    """Federation -> kernel: `host` is unreachable; every name it ran is down until it is back."""
+
+    host: str

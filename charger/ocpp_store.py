@@ -43,6 +43,8 @@ from charger.protocols.ocpp_local_auth import (
 )
 
 __all__ = [
+    "QUEUED_ACTIONS",
+    "SECURITY_EVENT",
     "TRANSACTION_ACTIONS",
     "AuthStore",
     "ConfigStore",
@@ -53,7 +55,12 @@ __all__ = [
 ]
 
 START_TRANSACTION, STOP_TRANSACTION, METER_VALUES = "StartTransaction", "StopTransaction", "MeterValues"
+SECURITY_EVENT = "SecurityEventNotification"
 TRANSACTION_ACTIONS: Final = frozenset({START_TRANSACTION, STOP_TRANSACTION, METER_VALUES})
+QUEUED_ACTIONS: Final = TRANSACTION_ACTIONS | {SECURITY_EVENT}
+"""What the queue carries: the transaction-related messages, and the security events (Security
+Whitepaper: queued while offline, delivered in order like them). A security event's `tx_key` names
+the event, not a transaction."""
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
 
@@ -212,7 +219,7 @@ class QueuedMessage:
     @property
     def needs_transaction_id(self) -> bool:
         """A Stop/MeterValues whose StartTransaction never got a transactionId (it was discarded)."""
-        return self.action != START_TRANSACTION and self.transaction_id is None
+        return self.action in (STOP_TRANSACTION, METER_VALUES) and self.transaction_id is None
 
     def due(self, now: float) -> bool:
         return now >= self.next_attempt_at
@@ -237,8 +244,8 @@ class TransactionQueue:
         """Append a CALL (camelCase payload, without transactionId); committed when it returns.
 
         `tx_key` names the transaction locally and must not be reused for another transaction."""
-        if action not in TRANSACTION_ACTIONS:
-            raise ValueError(f"{action} is not a transaction-related message")
+        if action not in QUEUED_ACTIONS:
+            raise ValueError(f"{action} is not a message the queue carries")
         if "transactionId" in payload:
             raise ValueError("the queue fills in transactionId; leave it out of the payload")
         text = json.dumps(dict(payload), separators=(",", ":"), allow_nan=False)

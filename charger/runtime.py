@@ -31,6 +31,7 @@ from typing import Any
 from thespian.actors import (
     Actor,
     ActorExitRequest,
+    ActorSystemConventionUpdate,
     ChildActorExited,
     PoisonMessage,
     ThespianWatch,
@@ -140,6 +141,8 @@ class _OutboundCall:
     pending: Pending
     timeout: float
     corr: int = 0
+    address: Any = None
+    """Where the call went: only that actor may answer it."""
 
 
 @dataclass(slots=True)
@@ -208,6 +211,14 @@ class ActorProcess(Actor):  # type: ignore[misc]
             self._exiting = True
             if self._io is not None:
                 self._io.close()
+        else:
+            self._on_system_message(msg)
+
+    def _on_system_message(self, msg: Any) -> None:
+        if isinstance(msg, ActorSystemConventionUpdate):
+            hook = getattr(self._behaviour, "_convention_update", None)
+            if hook is not None and not self._exiting:
+                hook(dict(msg.remoteCapabilities or {}), bool(msg.remoteAdded))
         elif isinstance(msg, PoisonMessage):
             _log.warning("%s: a message could not be delivered: %s", self._name, msg.details)
         else:
@@ -228,7 +239,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
                 )
             return
         if env.kind in (Kind.REPLY, Kind.ERROR):
-            self._on_answer(env, addresses)
+            self._on_answer(env, addresses, sender)
         elif isinstance(env.body, Init):
             self._on_init(env, addresses, sender)
         elif not self._ready and not (
@@ -419,6 +430,7 @@ class ActorProcess(Actor):  # type: ignore[misc]
             peer.backlog.append(out)
             return
         out.corr = next(self._corr)
+        out.address = peer.address
         peer.in_flight[out.corr] = out
         self._calls[out.corr] = out
         self.send(peer.address, _pack(Kind.CALL, out.corr, self._name, out.frame))
@@ -455,10 +467,18 @@ class ActorProcess(Actor):  # type: ignore[misc]
         while peer.backlog and len(peer.in_flight) < MAX_IN_FLIGHT:
             self._send_call(peer, peer.backlog.popleft())
 
-    def _on_answer(self, env: Envelope, addresses: dict[str, Any]) -> None:
+    def _on_answer(self, env: Envelope, addresses: dict[str, Any], sender: Any) -> None:
         out = self._calls.get(env.corr)
         if out is None:
             return  # late answer to a call that already timed out or failed
+        # Correlation ids are small counters: anyone who can reach our port could guess one. An answer
+        # from elsewhere, or an ERROR without a CallFailed, would hand a handler a value it cannot use.
+        if sender != out.address or (env.kind is Kind.ERROR and not isinstance(env.body, CallFailed)):
+            self.decode_failures += 1
+            _log.warning(
+                "%s: dropped a forged %s %s for call %d from %s", self._name, env.kind.name, env.tag, env.corr, sender
+            )
+            return
         if env.kind is Kind.ERROR:
             failed: CallFailed = env.body
             out.pending.fail(error_for_code(failed.code, failed.message))
@@ -521,6 +541,12 @@ class ActorProcess(Actor):  # type: ignore[misc]
     def _on_binding(self, change: Bound | Unbound, address: Any) -> None:
         peer = self._peers.setdefault(change.name, _Peer())
         peer.looked_up = True
+        was_up, up = peer.address is not None, isinstance(change, Bound) and address is not None
+        self._set_binding(change, peer, address)
+        if was_up != up and self._ready and self._behaviour is not None and not self._terminated:
+            self._behaviour.peer_changed(change.name, up)
+
+    def _set_binding(self, change: Bound | Unbound, peer: _Peer, address: Any) -> None:
         if isinstance(change, Bound) and address is not None:
             peer.address = address
             backlog, peer.backlog = peer.backlog, deque()
@@ -537,6 +563,25 @@ class ActorProcess(Actor):  # type: ignore[misc]
         for out in [*peer.in_flight.values(), *peer.backlog]:
             out.pending.fail(down)
         peer.backlog.clear()
+
+    # --- federation (Thespian conventions) -------------------------------------------------------------
+    def watch_convention(self, *, again: bool = False) -> None:
+        """Report every system joining or leaving the convention to the behaviour's ``_convention_update``.
+
+        The admin reports the members it knows (with their capabilities) when the watch starts, but
+        not a member's later change of capabilities: `again` restarts the watch for a fresh report.
+        """
+        if again:
+            self.notifyOnSystemRegistrationChanges(False)
+        self.notifyOnSystemRegistrationChanges(True)
+
+    def pre_register(self, host_port: str) -> None:
+        """Invite the system at ``"ip:port"`` into this (leader's) convention, and keep inviting it."""
+        self.preRegisterRemoteSystem(host_port, {})
+
+    def publish_capability(self, name: str, value: Any) -> None:
+        """Set a capability of this actor system; the convention passes capabilities to every member."""
+        self.updateCapability(name, value)
 
     # --- timers ----------------------------------------------------------------------------------
     def start_timer(self, seconds: float, callback: Callable[[], Any], repeat: bool) -> Timer:

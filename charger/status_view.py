@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -27,9 +27,20 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from charger.actors.charging import EVSE_MANAGER, ConnectorStatus, GetConnectorStatus, GetSessionHistory, SessionHistory
+from charger.actors.charging import (
+    ENERGY_MANAGER,
+    EVSE_MANAGER,
+    ConnectorReservation,
+    ConnectorStatus,
+    EnergyPlan,
+    GetConnectorStatus,
+    GetEnergyPlan,
+    GetSessionHistory,
+    SessionHistory,
+)
 from charger.catalog import UnknownActorType, load_actor_type
 from charger.client import Client
+from charger.energy_view import plan_lines
 from charger.errors import CallError, CallTimeout, Unavailable
 from charger.lifecycle import SystemStatus
 from charger.supervisors.spec import ChildKind, ChildSpec
@@ -40,8 +51,10 @@ __all__ = [
     "ConnectorView",
     "LiveDisplay",
     "PlainDisplay",
+    "PlanView",
     "change_line",
     "connector_names",
+    "energy_manager_names",
     "fetch_histories",
     "new_events",
     "render",
@@ -76,15 +89,38 @@ def connector_names(root: ChildSpec) -> list[str]:
     return [spec.id for spec in root.walk() if spec.kind is ChildKind.WORKER and _is_evse_manager(spec.actor)]
 
 
+def energy_manager_names(root: ChildSpec) -> list[str]:
+    """The workers of the tree that provide the energy manager interface, in start order."""
+    return [spec.id for spec in root.walk() if spec.kind is ChildKind.WORKER and _provides(spec.actor, ENERGY_MANAGER)]
+
+
 def _is_evse_manager(type_name: str) -> bool:
+    return _provides(type_name, EVSE_MANAGER)
+
+
+def _provides(type_name: str, interface: Any) -> bool:
     try:
         cls = load_actor_type(type_name)
     except UnknownActorType:
         return False  # the loader has checked every type already; the view is no place to fail boot
-    return EVSE_MANAGER in cls.provides.values()
+    return interface in cls.provides.values()
 
 
 # --- asking the system ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlanView:
+    """An energy manager's last plan as the poll saw it, or why there is none."""
+
+    name: str
+    plan: EnergyPlan | None = None
+    problem: str = ""
+
+    def lines(self) -> list[str]:
+        if self.plan is None:
+            return [f"{self.name}: {self.problem}"]
+        return [f"{self.name}: " + line if k == 0 else line for k, line in enumerate(plan_lines(asdict(self.plan)))]
 
 
 class ConnectorPoller:
@@ -97,6 +133,21 @@ class ConnectorPoller:
 
     def poll(self) -> list[ConnectorView]:
         return [self._ask(name) for name in self.names]
+
+    def plans(self, names: Sequence[str]) -> list[PlanView]:
+        """Each energy manager's last plan."""
+        out = []
+        for name in names:
+            try:
+                reply = self._client.call(name, GetEnergyPlan(), timeout=self._timeout)
+            except CallError as exc:
+                out.append(PlanView(name, problem=_problem(exc)))
+                continue
+            if isinstance(reply, EnergyPlan):
+                out.append(PlanView(name, reply))
+            else:
+                out.append(PlanView(name, problem=f"unexpected answer {type(reply).__name__}"))
+        return out
 
     def _ask(self, name: str) -> ConnectorView:
         try:
@@ -158,6 +209,8 @@ _COLUMNS: tuple[tuple[str, JustifyMethod, bool], ...] = (
     ("energy\n(kWh)", "right", True),
     ("session", "left", False),
     ("last event", "left", False),
+    ("leases\n(A)", "left", False),
+    ("reserved", "left", False),
 )
 _STATE_STYLES = {  # EvseState values; the others stay unstyled
     "Charging": "bold green",
@@ -170,9 +223,15 @@ _STATE_STYLES = {  # EvseState values; the others stay unstyled
 
 
 def render(
-    views: Sequence[ConnectorView], system: SystemStatus | None, *, title: str = "charger", max_events: int = 5
+    views: Sequence[ConnectorView],
+    system: SystemStatus | None,
+    *,
+    title: str = "charger",
+    max_events: int = 5,
+    plans: Sequence[PlanView] = (),
 ) -> RenderableType:
-    """The whole status view: a row per connector, then supervision restarts and the latest events."""
+    """The whole status view: a row per connector, each energy manager's plan (limits per node, why each
+    EVSE got its current, the schedule ahead), then supervision restarts and the latest events."""
     table = Table(
         title=title, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False
     )
@@ -182,13 +241,14 @@ def render(
         table.add_row(*_cells(view))
     if not views:
         table.caption = "no connectors in this topology"
-    return Group(table, _supervision(system, max_events))
+    energy = [Text("\n".join(plan.lines())) for plan in plans]
+    return Group(table, *energy, _supervision(system, max_events))
 
 
 def _cells(view: ConnectorView) -> list[RenderableType]:
     s = view.status
     if s is None:
-        return [view.name, _DASH, Text(view.problem, style="yellow"), *[_DASH] * 5]
+        return [view.name, _DASH, Text(view.problem, style="yellow"), *[_DASH] * 7]
     state = Text(s.state, style=_STATE_STYLES.get(s.state, ""))
     if s.faults:
         state.append(f" ({', '.join(s.faults)})", style="bold red")
@@ -201,7 +261,26 @@ def _cells(view: ConnectorView) -> list[RenderableType]:
         _DASH if s.energy_wh is None else f"{s.energy_wh / 1000:.3f}",
         s.session_id or _DASH,
         s.last_event or _DASH,
+        leases_text(s.leases) or _DASH,
+        reservations_text(s.reservations) or _DASH,
     ]
+
+
+def leases_text(leases: Mapping[str, float]) -> str:
+    """Each grantor's current, lowest (the one the connector obeys) first: ``backend 10.0, em 16.0``."""
+    return ", ".join(f"{grantor or '(unnamed)'} {amps:.1f}" for grantor, amps in sorted(leases.items(), key=_by_amps))
+
+
+def _by_amps(item: tuple[str, float]) -> tuple[float, str]:
+    return item[1], item[0]
+
+
+def reservations_text(reservations: Sequence[ConnectorReservation]) -> str:
+    """``#21 04A1B2C3D4 until 14:05`` per reservation (local time)."""
+    return ", ".join(
+        f"#{r.reservation_id} {r.id_tag} until {time.strftime('%H:%M', time.localtime(r.expires_at))}"
+        for r in reservations
+    )
 
 
 def _supervision(system: SystemStatus | None, max_events: int) -> Text:
@@ -231,6 +310,10 @@ def change_line(view: ConnectorView) -> str:
     line += f" pilot {s.pilot}"
     if s.faults:
         line += f" faults {','.join(s.faults)}"
+    if s.leases:
+        line += f" leases {leases_text(s.leases)}"
+    if s.reservations:
+        line += f" reserved {reservations_text(s.reservations)}"
     return line
 
 
@@ -239,7 +322,17 @@ def _change_key(view: ConnectorView) -> tuple[Any, ...]:
     s = view.status
     if s is None:
         return (view.problem,)
-    return (s.state, s.pilot, round(s.current_limit_a, 1), s.session_id, tuple(s.faults))
+    leases = tuple(sorted((g, round(a, 1)) for g, a in s.leases.items()))
+    reserved = tuple(r.reservation_id for r in s.reservations)
+    return (s.state, s.pilot, round(s.current_limit_a, 1), s.session_id, tuple(s.faults), leases, reserved)
+
+
+def _plan_key(plan: PlanView) -> tuple[Any, ...]:
+    """What makes a plan worth printing again: an allocation or a fallback, not the solve time."""
+    if plan.plan is None:
+        return (plan.problem,)
+    p = plan.plan
+    return (p.status, p.fallback_reason, tuple((a.evse, round(a.amps, 1), a.reason) for a in p.allocations))
 
 
 def summary_lines(histories: Mapping[str, SessionHistory | str], since: float | None = None) -> list[str]:
@@ -303,8 +396,10 @@ class PlainDisplay:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def show(self, system: SystemStatus, views: Sequence[ConnectorView] | None) -> None:
-        """`views` None: the connectors were not polled this time."""
+    def show(
+        self, system: SystemStatus, views: Sequence[ConnectorView] | None, plans: Sequence[PlanView] | None = None
+    ) -> None:
+        """`views` (and `plans`) None: not polled this time. A plan is printed when an allocation changes."""
         out = self._out or sys.stdout  # looked up late: tests and Live swap sys.stdout
         for line in new_events(system, self._seen):
             print(f"  {line}", file=out, flush=True)
@@ -314,6 +409,11 @@ class PlainDisplay:
             if self._last.get(view.name) != key:
                 self._last[view.name] = key
                 print(change_line(view), file=out, flush=True)
+        for plan in plans or ():
+            plan_key = _plan_key(plan)
+            if self._last.get(plan.name) != plan_key:
+                self._last[plan.name] = plan_key
+                print("\n".join(plan.lines()), file=out, flush=True)
 
 
 class LiveDisplay:
@@ -323,6 +423,7 @@ class LiveDisplay:
         self._site = site
         self._started = time.monotonic()
         self._views: list[ConnectorView] = []
+        self._plans: list[PlanView] = []
         self._live = Live(console=console, auto_refresh=False, redirect_stdout=True, redirect_stderr=True)
 
     def __enter__(self) -> LiveDisplay:
@@ -334,8 +435,12 @@ class LiveDisplay:
     ) -> None:
         self._live.stop()  # leaves the last table on screen, above whatever boot prints next
 
-    def show(self, system: SystemStatus, views: Sequence[ConnectorView] | None) -> None:
+    def show(
+        self, system: SystemStatus, views: Sequence[ConnectorView] | None, plans: Sequence[PlanView] | None = None
+    ) -> None:
         if views is not None:
             self._views = list(views)
+        if plans is not None:
+            self._plans = list(plans)
         title = f"charger: site {self._site!r}, up {time.monotonic() - self._started:.0f} s"
-        self._live.update(render(self._views, system, title=title), refresh=True)
+        self._live.update(render(self._views, system, title=title, plans=self._plans), refresh=True)

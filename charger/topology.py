@@ -10,6 +10,7 @@ Reading the YAML with positions is `charger.yamlsource`'s job; this module check
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import os
@@ -27,7 +28,7 @@ from charger.interfaces import Requirement
 from charger.supervisors.spec import ChildKind, ChildSpec, InvalidSpec, Restart, Strategy, SupFlags
 from charger.yamlsource import Path, Pos, Problem, YamlSource, describe, dotted, prefix, short
 
-__all__ = ["ActorInstance", "Problem", "Topology", "TopologyError", "load_topology"]
+__all__ = ["ActorInstance", "Host", "Problem", "Topology", "TopologyError", "load_topology"]
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=enum.Enum)
@@ -39,12 +40,25 @@ _Wiring = dict[str, list[tuple[str, Pos]] | None]
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
-_TOP_KEYS = ("site", "system", "actors", "supervision")
+_TOP_KEYS = ("site", "system", "hosts", "federation", "actors", "supervision")
 _SYSTEM_KEYS = ("admin_port", "bind", "state_dir")
+_HOST_KEYS = ("address", "admin_port", "leader")
+_FEDERATION_KEYS = ("heartbeat_s", "dead_after_s")
 _ACTOR_KEYS = ("type", "config", "connections")
 _ROOT_KEYS = ("name", "strategy", "intensity", "period", "children")
-_GROUP_KEYS = ("supervisor", "strategy", "intensity", "period", "children", "restart", "shutdown", "own_process")
-_WORKER_KEYS = ("actor", "restart", "shutdown")
+_GROUP_KEYS = (
+    "supervisor",
+    "strategy",
+    "intensity",
+    "period",
+    "children",
+    "restart",
+    "shutdown",
+    "own_process",
+    "host",
+)
+_WORKER_KEYS = ("actor", "restart", "shutdown", "host")
+_ALL_INTERFACES = ("", "0.0.0.0", "::", "0:0:0:0:0:0:0:0")
 
 
 class TopologyError(Exception):
@@ -69,6 +83,16 @@ class ActorInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class Host:
+    """One box of a park: its actor system listens on `address` (never all interfaces), `admin_port`."""
+
+    name: str
+    address: str
+    admin_port: int
+    leader: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Topology:
     """A checked topology: the site's settings, its actors, and the supervision tree to start."""
 
@@ -81,6 +105,33 @@ class Topology:
     """In file order."""
     root: ChildSpec
     """The root supervisor; its tree places every actor exactly once."""
+    hosts: dict[str, Host] = dataclasses.field(default_factory=dict)
+    """A park's boxes, in file order; empty for a single-box topology."""
+    placement: dict[str, str] = dataclasses.field(default_factory=dict)
+    """In a park: each of the root's children (by id) -> the host that runs it."""
+    heartbeat_s: float = 1.0
+    dead_after_s: float = 3.0
+
+    @property
+    def leader(self) -> Host | None:
+        return next((h for h in self.hosts.values() if h.leader), None)
+
+    def host_of(self, actor: str) -> str | None:
+        """The host that runs `actor` (None for a single-box topology)."""
+        for child in self.root.children:
+            if any(spec.id == actor for spec in child.walk()):
+                return self.placement.get(child.id)
+        return None
+
+    def tree_for(self, host: str) -> ChildSpec:
+        """The root supervisor as `host` runs it: with only the children placed there."""
+        if host not in self.hosts:
+            raise KeyError(host)
+        mine = tuple(c for c in self.root.children if self.placement.get(c.id) == host)
+        return dataclasses.replace(self.root, children=mine)
+
+    def actors_on(self, host: str) -> list[str]:
+        return [s.id for c in self.tree_for(host).children for s in c.walk() if s.kind is ChildKind.WORKER]
 
 
 def load_topology(path: str | os.PathLike[str]) -> Topology:
@@ -110,6 +161,13 @@ class _Checker:
         self.src = src
         self._groups: dict[str, Pos] = {}
         self._placed: dict[str, Pos] = {}
+        self._hosts: dict[str, Host] = {}
+        self._host_of: dict[str, str] = {}
+        """Actor name -> host, in a park."""
+        self._placement: dict[str, str] = {}
+        self._wired_at: dict[tuple[str, str, str], Pos] = {}
+        """(actor, requirement id, target) -> where the connection is written."""
+        self._classes: dict[str, type[Behaviour] | None] = {}
 
     def run(self) -> Topology | None:
         node = self.src.parse()
@@ -123,12 +181,114 @@ class _Checker:
         port = self._field(system, ("system",), "admin_port", 1900, _PORT)
         bind = self._field(system, ("system",), "bind", "127.0.0.1", _HOST)
         state_dir = self._field(system, ("system",), "state_dir", None, _DIR)
+        self._hosts = self._park_hosts(top, system)
+        fed = self._mapping(top.get("federation"), ("federation",), _FEDERATION_KEYS, null_ok=True) or {}
+        beat = self._field(fed, ("federation",), "heartbeat_s", 1.0, _PERIOD)
+        dead_after = self._field(fed, ("federation",), "dead_after_s", 3.0, _PERIOD)
+        if beat is not None and dead_after is not None and dead_after <= beat:
+            self.src.error(
+                self.src.at(("federation", "dead_after_s")), "federation.dead_after_s must exceed heartbeat_s"
+            )
         actors = self._wire(self._actors(top["actors"])) if "actors" in top else {}
         self._check_cycles(actors)
         root = self._supervision(top, actors) if "supervision" in top else None
+        if root is not None and self._hosts:
+            self._check_remote_connections(actors)
         if self.src.problems or site is None or root is None:
             return None
-        return Topology(self.src.file, site, port, bind, state_dir, actors, root)
+        if self._hosts:
+            leader = next(h for h in self._hosts.values() if h.leader)
+            port, bind = leader.admin_port, leader.address
+        return Topology(
+            self.src.file,
+            site,
+            port,
+            bind,
+            state_dir,
+            actors,
+            root,
+            dict(self._hosts),
+            dict(self._placement),
+            beat,
+            dead_after,
+        )
+
+    # --- a park: hosts and which actors each runs ---------------------------------------------------------
+    def _park_hosts(self, top: dict[str, Any], system: dict[str, Any]) -> dict[str, Host]:
+        if top.get("hosts") is None:
+            if "federation" in top:
+                self.src.error(self.src.key_at(("federation",)), "federation settings need a hosts section")
+            return {}
+        for key in ("admin_port", "bind"):
+            if key in system:
+                message = f"system.{key}: a park gives each host its own address and admin_port under hosts"
+                self.src.error(self.src.key_at(("system", key)), message)
+        hosts: dict[str, Host] = {}
+        taken: dict[tuple[str, int], str] = {}
+        for name, body in (self._mapping(top["hosts"], ("hosts",), None) or {}).items():
+            path = ("hosts", name)
+            if not _NAME.fullmatch(str(name)):
+                message = f"invalid host name {name!r}: use letters, digits, '_' and '-', starting with a letter"
+                self.src.error(self.src.key_at(path), message)
+                continue
+            entry = self._mapping(body, path, _HOST_KEYS, required=("address",))
+            if entry is None:
+                continue
+            address = self._field(entry, path, "address", None, _ADDRESS)
+            admin_port = self._field(entry, path, "admin_port", 1900, _PORT)
+            leader = self._field(entry, path, "leader", False, _BOOL)
+            if address is None or admin_port is None or leader is None:  # reported; the name still counts
+                hosts[name] = Host(name, address or "", admin_port or 0, False)
+                continue
+            other = taken.get((address, admin_port))
+            if other is not None:
+                where = self.src.at((*path, "admin_port")) if "admin_port" in entry else self.src.key_at(path)
+                self.src.error(where, f"host {name}: admin port {admin_port} on {address} is already host {other}'s")
+            taken[address, admin_port] = name
+            if leader and any(h.leader for h in hosts.values()):
+                first = next(h.name for h in hosts.values() if h.leader)
+                self.src.error(self.src.at((*path, "leader")), f"host {name}: only one leader per park ({first} is)")
+                leader = False
+            hosts[name] = Host(name, address, admin_port, leader)
+        if hosts and not any(h.leader for h in hosts.values()) and not self.src.problems:
+            self.src.error(self.src.at(("hosts",)), "no host is the leader: set leader: true on the one that leads")
+        return hosts
+
+    def _place(self, item: dict[str, Any], path: Path, *, top: bool) -> str | None:
+        """The host a root child names (the leader's by default); None for a single box or an error."""
+        if "host" not in item:
+            leader = next((h.name for h in self._hosts.values() if h.leader), None)
+            return leader if top else None
+        where = self.src.at((*path, "host"))
+        if not top:
+            self.src.error(where, f"{dotted(path)}: host can only be set on the root supervisor's children")
+        elif not self._hosts:
+            self.src.error(where, f"{dotted(path)}: host {short(item['host'])} but the topology declares no hosts")
+        elif item["host"] not in self._hosts:
+            known = ", ".join(self._hosts)
+            self.src.error(where, f"{dotted(path)}: there is no host named {short(item['host'])} (hosts: {known})")
+        else:
+            return str(item["host"])
+        return None
+
+    def _check_remote_connections(self, actors: _Actors) -> None:
+        for name, actor in actors.items():
+            here = self._host_of.get(name)
+            cls = self._classes.get(name)
+            if here is None or cls is None:
+                continue
+            for req_id, targets in actor.connections.items():
+                req = cls.requires.get(req_id)
+                for target in targets:
+                    there = self._host_of.get(target)
+                    if req is None or req.remote or there is None or there == here:
+                        continue
+                    pos = self._wired_at.get((name, req_id, target))
+                    message = (
+                        f"connection {req_id} -> {target}: {name} runs on host {here} and {target} on {there}, "
+                        f"but {actor.type}'s {req_id!r} must be on the same host"
+                    )
+                    self.src.error(pos or self.src.key_at(("actors", name)), message)
 
     # --- generic checks ---------------------------------------------------------------------------
     def _mapping(
@@ -209,10 +369,9 @@ class _Checker:
         if config is None or cls is None:
             return config or {}
         schema = cls.config_schema
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            message = f"actor type {cls.__name__} has an invalid config_schema: {exc.message}"
+        problem = _schema_problem(cls)
+        if problem is not None:
+            message = f"actor type {cls.__name__} has an invalid config_schema: {problem}"
             self.src.error(self.src.at((*path[:-1], "type")), message)
             return config
         fill_defaults(schema, config)
@@ -248,6 +407,7 @@ class _Checker:
 
     # --- connections ------------------------------------------------------------------------------
     def _wire(self, drafts: dict[str, _Draft]) -> dict[str, ActorInstance]:
+        self._classes = {d.name: d.cls for d in drafts.values()}
         return {d.name: ActorInstance(d.name, d.type_name, d.config, self._connect(d, drafts)) for d in drafts.values()}
 
     def _connect(self, draft: _Draft, drafts: dict[str, _Draft]) -> dict[str, tuple[str, ...]]:
@@ -268,6 +428,8 @@ class _Checker:
                 else:
                     self._check_target(req_id, req, (target, pos), drafts)
             connections[req_id] = tuple(dict.fromkeys(t for t, _ in listed))
+            for target, pos in listed:
+                self._wired_at.setdefault((draft.name, req_id, target), pos)
         for req_id, req in requires.items():
             if not (req_id in draft.wiring and draft.wiring[req_id] is None):  # unusable value: reported already
                 self._check_count(req_id, req, len(connections.get(req_id, ())), (*path, req_id))
@@ -371,16 +533,23 @@ class _Checker:
         if not isinstance(items, list):
             self.src.error(self.src.at(path), f"{dotted(path)} must be a list, got {describe(items)}")
             return None
-        specs = [self._child(item, (*path, i), actors) for i, item in enumerate(items)]
+        top = len(path) == 2  # supervision.children: the root's own children
+        specs = [self._child(item, (*path, i), actors, top=top) for i, item in enumerate(items)]
         return None if None in specs else tuple(s for s in specs if s is not None)
 
-    def _child(self, item: Any, path: Path, actors: _Actors) -> ChildSpec | None:
-        if isinstance(item, str):
-            return self._worker({"actor": item}, path, actors)
-        if isinstance(item, dict) and "actor" in item:
-            return self._worker(item, path, actors)
-        if isinstance(item, dict) and "supervisor" in item:
-            return self._group(item, path, actors, root=False)
+    def _child(self, item: Any, path: Path, actors: _Actors, *, top: bool = False) -> ChildSpec | None:
+        entry = {"actor": item} if isinstance(item, str) else item
+        if isinstance(entry, dict) and ("actor" in entry or "supervisor" in entry):
+            host = self._place(entry, path, top=top)
+            placed_before = set(self._placed)
+            spec = (
+                self._worker(entry, path, actors) if "actor" in entry else self._group(entry, path, actors, root=False)
+            )
+            if top and host is not None and spec is not None:
+                self._placement[spec.id] = host
+                for name in set(self._placed) - placed_before:
+                    self._host_of[name] = host
+            return spec
         expected = "an actor name, {actor: NAME} or {supervisor: NAME, children: [...]}"
         self.src.error(self.src.at(path), f"{dotted(path)}: expected {expected}, got {describe(item)}")
         return None
@@ -404,6 +573,21 @@ class _Checker:
         # A worker's shutdown left at inf gets spec.py's worker default.
         spec = {"actor": instance.type, "config": instance.config, "requires": instance.connections}
         return self._build(path, ChildSpec, id=name, restart=restart, shutdown=shutdown, **spec)
+
+
+_SCHEMA_PROBLEMS: dict[type[Behaviour], str | None] = {}
+
+
+def _schema_problem(cls: type[Behaviour]) -> str | None:
+    """Why the class's config_schema is no valid JSON Schema, or None. Checked once per class: checking
+    against the metaschema took ~40 ms, paid for every instance of every type on every load."""
+    if cls not in _SCHEMA_PROBLEMS:
+        try:
+            jsonschema.Draft202012Validator.check_schema(cls.config_schema)
+            _SCHEMA_PROBLEMS[cls] = None
+        except jsonschema.SchemaError as exc:
+            _SCHEMA_PROBLEMS[cls] = str(exc.message)
+    return _SCHEMA_PROBLEMS[cls]
 
 
 def _cycles(graph: dict[str, list[str]]) -> Iterator[list[str]]:
@@ -460,6 +644,7 @@ def _is_text(value: Any) -> bool:
 _SITE: _Rule = (_is_text, "a non-empty name")
 _PORT: _Rule = (_is_port, "an integer from 1024 to 65535")
 _HOST: _Rule = (_is_text, "a host name or address")
+_ADDRESS: _Rule = (lambda v: _is_text(v) and v not in _ALL_INTERFACES, "the host's own address (never all interfaces)")
 _DIR: _Rule = (_is_text, "a directory path")
 _TYPE: _Rule = (_is_text, "an actor type name")
 _GROUP_NAME: _Rule = (_is_name, "a name of letters, digits, '_' and '-' starting with a letter")

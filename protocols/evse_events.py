@@ -53,6 +53,7 @@ __all__ = [
     "StopRequested",
     "Tick",
     "UnlockConnector",
+    "UnlockRequested",
 ]
 
 
@@ -293,6 +294,13 @@ class StopRequested:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UnlockRequested:
+    """Release the plug now (OCPP UnlockConnector, someone at the station). Without a transaction the
+    session ends as a connection timeout would end it: Finished until unplug, lock open. With a
+    transaction it does nothing: the transaction must stop first (its end releases the lock)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RelayFeedback:
     """The contactor's mirror contact as the board reports it (EVerest BSP PowerOn/PowerOff)."""
 
@@ -329,6 +337,7 @@ Event = (
     | PauseRequested
     | ResumeRequested
     | StopRequested
+    | UnlockRequested
     | RelayFeedback
     | EnableRequested
     | DisableRequested

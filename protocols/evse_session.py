@@ -54,6 +54,7 @@ from charger.protocols.evse_events import (
     StopRequested,
     Tick,
     UnlockConnector,
+    UnlockRequested,
 )
 from charger.protocols.evse_snapshot import SNAPSHOT_VERSION, facts_from_native, facts_to_native
 from charger.protocols.iec61851 import Pilot, SafetyViolation
@@ -294,6 +295,19 @@ class ConnectorMachine(ConnectorCore):
         if self._f.transaction_active and self._f.stop_reason is None:
             self._f.stop_reason = event.reason
 
+    def _on_unlock(self, _event: UnlockRequested) -> None:
+        f = self._f
+        if f.transaction_active or f.session_id is None or f.finished:
+            return  # a transaction stops first; outside a waiting session the plug is not held
+        f.auth_deadline = None
+        if f.authorized:
+            f.authorized = False
+            self._session_event(K.DEAUTHORIZED)
+        if f.vehicle_connected:
+            f.finished = True  # Finished, unlocked, until unplug (settled below)
+        else:
+            self._end_session()
+
     def _on_relay_feedback(self, event: RelayFeedback) -> None:
         self._f.relay_feedback = event.closed
         if event.closed and not self._f.relays_closed:
@@ -358,6 +372,7 @@ _HANDLERS: dict[type, Callable[[ConnectorMachine, Any], None]] = {
     PauseRequested: ConnectorMachine._on_pause,
     ResumeRequested: ConnectorMachine._on_resume,
     StopRequested: ConnectorMachine._on_stop,
+    UnlockRequested: ConnectorMachine._on_unlock,
     RelayFeedback: ConnectorMachine._on_relay_feedback,
     EnableRequested: ConnectorMachine._on_enable,
     DisableRequested: ConnectorMachine._on_disable,

@@ -69,9 +69,11 @@ def parse(frame: str | bytes) -> tuple[list[Request | dict[str, Any]], bool]:
     if len(frame) > MAX_REQUEST_BYTES:
         return [error(None, INVALID_REQUEST, f"request larger than {MAX_REQUEST_BYTES} bytes")], False
     try:
-        data = json.loads(frame)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        return [error(None, PARSE_ERROR, "Parse error", str(exc)[:200])], False
+        data = json.loads(frame, parse_constant=_not_json)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        # RecursionError: a few thousand "[" fit in one frame, deeper than json's recursion allows
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        return [error(None, PARSE_ERROR, "Parse error", detail)], False
     if isinstance(data, list):
         if not data:
             return [error(None, INVALID_REQUEST, "empty batch")], False
@@ -79,6 +81,12 @@ def parse(frame: str | bytes) -> tuple[list[Request | dict[str, Any]], bool]:
             return [error(None, INVALID_REQUEST, f"batch of more than {_MAX_BATCH} requests")], False
         return [_request(item) for item in data], True
     return [_request(data)], False
+
+
+def _not_json(constant: str) -> Any:
+    """Python's json reads NaN and Infinity, which JSON (RFC 8259 §6) does not have; a NaN limit would
+    pass every `minimum` check of a params schema."""
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _request(item: Any) -> Request | dict[str, Any]:  # noqa: PLR0911 - one return per rule of spec §4

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "ACTIONS_16",
+    "MAX_PAYLOAD_DEPTH",
     "MAX_UNIQUE_ID_LENGTH",
     "ErrorCode",
     "IncomingAnswer",
@@ -39,6 +41,9 @@ __all__ = [
 ]
 
 MAX_UNIQUE_ID_LENGTH = 36  # OCPP-J 1.6 §4.1.3: "Maximum of 36 characters, to allow for GUIDs"
+MAX_PAYLOAD_DEPTH = 32
+"""Deepest nesting of objects and arrays a payload may have. The deepest 1.6 message (SetChargingProfile)
+nests 5 levels; the library copies and validates payloads recursively, which a few hundred levels break."""
 _CALL, _CALLRESULT, _CALLERROR = 2, 3, 4
 _DESCRIPTION_MAX = 255
 
@@ -163,9 +168,9 @@ def classify(frame: str | bytes) -> Incoming:
     if isinstance(frame, bytes):
         return Unanswerable("a binary WebSocket frame (OCPP-J uses text frames)")
     try:
-        message = json.loads(frame)
-    except ValueError:
-        return Unanswerable("not JSON")
+        message = json.loads(frame, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:  # a few thousand "[" fit in one frame: RecursionError
+        return Unanswerable("JSON nested too deeply" if isinstance(exc, RecursionError) else "not JSON")
     if not isinstance(message, list) or len(message) < 2:
         return Unanswerable("not an OCPP-J array with a message type and a unique id")
     kind, unique_id = message[0], message[1]
@@ -175,6 +180,12 @@ def classify(frame: str | bytes) -> Incoming:
         return _answer(kind, unique_id, message)
     why = _call_structure_problem(message)
     return _structure(unique_id, why) if why else IncomingCall(unique_id, message[2], message[3])
+
+
+def _not_json(constant: str) -> Any:
+    """Python's json reads NaN and Infinity; JSON (RFC 8259 §6) has neither, and a NaN limit would pass
+    every "number" check of the OCPP schemas."""
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _call_structure_problem(message: list[Any]) -> str | None:
@@ -189,10 +200,27 @@ def _call_structure_problem(message: list[Any]) -> str | None:
         return "the action is not a non-empty string"
     if not isinstance(message[3], dict):
         return "the payload is not a JSON object"
-    return None
+    deep = _nests_deeper(message[3], MAX_PAYLOAD_DEPTH)
+    return f"the payload nests deeper than {MAX_PAYLOAD_DEPTH} levels" if deep else None
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels (iterative: the point is deep input)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _answer(kind: int, unique_id: str, message: list[Any]) -> Incoming:
+    if _nests_deeper(message, MAX_PAYLOAD_DEPTH + 1):
+        return Unanswerable(f"a CALLRESULT or CALLERROR nested deeper than {MAX_PAYLOAD_DEPTH} levels")
     if kind == _CALLRESULT and len(message) == 3 and isinstance(message[2], dict):
         return IncomingAnswer(kind, unique_id, message)
     if (
@@ -220,19 +248,26 @@ def call_error_text(unique_id: str, code: ErrorCode, description: str, details: 
 _SECRET_KEYS = frozenset({"authorizationkey"})
 
 
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s\"]+@")
+
+
 def redact(frame: str | bytes) -> str:
     """The frame as it may appear in a log: the value of a ChangeConfiguration of the AuthorizationKey is
-    replaced, whichever way the frame is written. Text that is not an OCPP-J array is shortened."""
+    replaced, whichever way the frame is written, and so are user name and password in URLs. Text that
+    is not an OCPP-J array is shortened."""
     text = frame if isinstance(frame, str) else frame.decode("utf-8", errors="replace")
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)  # e.g. an UpdateFirmware location with user:password
     if "authorizationkey" not in text.casefold():
         return text
     try:
         message = json.loads(text)
+        if not isinstance(message, list):
+            return "<a frame mentioning the AuthorizationKey: hidden>"
+        return json.dumps(_hide(message), separators=(",", ":"))
     except ValueError:
         return "<a frame mentioning the AuthorizationKey, not JSON: hidden>"
-    if not isinstance(message, list):
-        return "<a frame mentioning the AuthorizationKey: hidden>"
-    return json.dumps(_hide(message), separators=(",", ":"))
+    except RecursionError:  # too deep to parse or to walk: hide it all rather than risk the secret
+        return "<a frame mentioning the AuthorizationKey, nested too deeply: hidden>"
 
 
 def _hide(value: Any) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from charger.protocols.ocpp_smart_eval import (
     CompositeSchedule,
@@ -26,6 +26,7 @@ from charger.protocols.ocpp_smart_eval import (
     limit_at,
     station_max_at,
 )
+from charger.protocols.ocpp_smart_share import share_station_max
 from charger.protocols.ocpp_smart_store import (
     STORE_FORMAT_VERSION,
     ActiveTransaction,
@@ -58,6 +59,7 @@ from charger.protocols.ocpp_smart_types import (
 
 __all__ = [
     "DEFAULT_NUMBER_PHASES",
+    "MAX_COMPOSITE_DURATION_S",
     "STORE_FORMAT_VERSION",
     "ActiveTransaction",
     "ChargingProfile",
@@ -90,8 +92,15 @@ __all__ = [
     "parse_datetime",
     "parse_integer",
     "set_charging_profile",
+    "share_station_max",
     "station_max_at",
 ]
+
+MAX_COMPOSITE_DURATION_S: Final = 7 * 86_400
+"""The longest GetCompositeSchedule answered: a longer `duration` is cut to one week, the longest
+recurrence (RecurrencyKindType Weekly), so the answer still shows every recurring profile's whole cycle.
+A recurring profile repeats forever: without a cap a huge duration would make an answer of millions of
+periods. The answer's chargingSchedule.duration tells the CSMS how far it reaches."""
 
 
 def set_charging_profile(
@@ -146,7 +155,8 @@ def get_composite_schedule(
 ) -> dict[str, Any]:
     """GetCompositeSchedule.conf (§5.7) as camelCase OCPP JSON, from `now` for `duration` seconds.
     Rejected for an unknown connector, a duration below one second or an unknown unit; without a unit the
-    schedule is in A, the unit the connector controls."""
+    schedule is in A, the unit the connector controls. A duration over `MAX_COMPOSITE_DURATION_S` is
+    answered for that long."""
     try:
         connector = parse_integer(connector_id, "connectorId")
         seconds = parse_integer(duration, "duration")
@@ -159,6 +169,7 @@ def get_composite_schedule(
         return {"status": "Rejected"}
     if not 0 <= connector <= station.number_of_connectors or seconds < 1:
         return {"status": "Rejected"}
+    seconds = min(seconds, MAX_COMPOSITE_DURATION_S)
     composite = composite_schedule(
         store, station, connector, start=now, duration=seconds, transactions=transactions, unit=unit
     )

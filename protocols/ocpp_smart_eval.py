@@ -7,14 +7,20 @@ TxDefaultProfile wins over the one set on connector 0 (§3.13.1). A connector's 
 prevailing TxProfile (only for the running transaction, matching transactionId when given) or else its
 prevailing TxDefaultProfile; the ChargePointMaxProfile caps it, and so does the connector's rating.
 
-The ChargePointMaxProfile limits the whole charge point, and the specification leaves its split over
-the connectors to the charge point. Here each connector is capped by all of it (connector limit =
-min(own limit, station max, rating)), so no connector alone exceeds it; keeping the sum of the
-connectors under it is the energy manager's job (load sharing), which `station_max_at` gives the
-station limit alone. Connector 0 ("the total expected consumption", §5.7) is the sum of the
-connector limits (the rating where a connector has none), capped by the ChargePointMaxProfile and the
-grid connection. For connector 0, `amps` is the worst-phase current (every connector may load the same
-phase) and `watts` the total, so the two are separate bounds.
+The ChargePointMaxProfile limits the whole charge point ("the entire Charge Point", §3.13.2) and the
+specification leaves its split over the connectors to the charge point. Here it is shared
+(`charger.protocols.ocpp_smart_share`) in its own unit, a current per phase for an A limit (every connector may load
+the same phase) or a total power for a W limit: the connectors with a running transaction get an even share,
+each capped by its own limit (TxProfile or TxDefaultProfile, and its rating), what one cannot use going
+to the others (water-filling); the connectors without a transaction split what is left evenly, so a
+transaction that starts before the link re-shares cannot push the sum over the maximum. With no
+transaction anywhere nothing flows, and each connector is offered the whole maximum (capped by its own
+limit). So whenever a transaction runs, the connector limits add up to at most the ChargePointMaxProfile.
+The split depends on which transactions run: a composite schedule for a connector assumes they run on
+unchanged. Connector 0 ("the total expected consumption", §5.7) is the sum of the connectors' own
+limits (the rating where a connector has none), capped by the ChargePointMaxProfile and the grid
+connection. For connector 0, `amps` is the worst-phase current (every connector may load the same phase)
+and `watts` the total, so the two are separate bounds.
 
 Units (ChargingRateUnitType, ChargingSchedulePeriod.numberPhases): an A limit caps the current per
 phase, a W limit the power; the phases are those of the period (3 when absent) but no more than the
@@ -34,6 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from charger.protocols.ocpp_smart_share import share_station_max
 from charger.protocols.ocpp_smart_store import ActiveTransaction, InstalledProfile, ProfileStore
 from charger.protocols.ocpp_smart_types import (
     DEFAULT_NUMBER_PHASES,
@@ -281,15 +288,45 @@ def _evaluate(scene: _Scene, connector_id: int, at: datetime) -> _Evaluation:
     station_max, change = _prevailing(_entries(scene.store, 0, Purpose.CHARGE_POINT_MAX_PROFILE), at, scene.anchor)
     if connector_id == 0:
         value, connectors_change = _evaluate_station(scene, station_max, at)
+    elif station_max is None:
+        value, connectors_change = _evaluate_connector(scene, connector_id, None, at)
     else:
-        value, connectors_change = _evaluate_connector(scene, connector_id, station_max, at)
+        value, connectors_change = _evaluate_shared(scene, connector_id, station_max, at)
     return value, _earliest(change, connectors_change)
 
 
-def _evaluate_connector(scene: _Scene, connector_id: int, station_max: _Hit | None, at: datetime) -> _Evaluation:
+def _evaluate_shared(scene: _Scene, connector_id: int, station_max: _Hit, at: datetime) -> _Evaluation:
+    """The connector's limit with its share of the ChargePointMaxProfile: it changes whenever any
+    connector's own limit does."""
+    station = scene.station
+    in_watts = station_max[0].charging_schedule.charging_rate_unit is ChargingRateUnit.W
+    budget_amps, budget_watts = _bound(station_max, station.phases).resolve(station.voltage_v)
+    caps: dict[int, float] = {}
+    change: datetime | None = None
+    for other, electrics in enumerate(station.connectors, start=1):
+        own, own_change = _connector_level(scene, other, at)
+        change = _earliest(change, own_change)
+        bound = _Bound(amps=electrics.max_current_a, phases=electrics.phases)
+        if own is not None:
+            bound = bound.meet(_bound(own, electrics.phases))
+        amps, watts = bound.resolve(electrics.voltage_v)
+        caps[other] = watts if in_watts else amps
+    shares = share_station_max(budget_watts if in_watts else budget_amps, caps, scene.transactions.keys())
+    share = shares[connector_id]
+    value, _ = _evaluate_connector(
+        scene, connector_id, station_max, at, share=_Bound(watts=share) if in_watts else _Bound(amps=share)
+    )
+    return value, change
+
+
+def _evaluate_connector(
+    scene: _Scene, connector_id: int, station_max: _Hit | None, at: datetime, share: _Bound | None = None
+) -> _Evaluation:
     electrics = scene.station.connector(connector_id)
     own, change = _connector_level(scene, connector_id, at)
     bound = _Bound(amps=electrics.max_current_a, phases=electrics.phases)
+    if share is not None:
+        bound = bound.meet(share)
     ids: list[int] = []
     for hit in (own, station_max):
         if hit is not None:

@@ -6,7 +6,7 @@ change so that MinimumStatusDuration is honoured (pure).
 
 | EVSE manager state | ChargePointStatus |
 | --- | --- |
-| Idle | Available; Preparing when a token waits for the plug |
+| Idle | Available; Preparing when a token waits for the plug; Reserved while a reservation holds it |
 | WaitingForAuthentication | Preparing |
 | PrepareCharging, ChargingPausedEV | SuspendedEV (transaction running, the EV takes no energy) |
 | Charging | Charging |
@@ -102,9 +102,12 @@ class ConnectorView:
     info: str | None = None
 
 
-def connector_view(state: str, faults: Iterable[str], token_id: str | None, *, operative: bool = True) -> ConnectorView:
+def connector_view(
+    state: str, faults: Iterable[str], token_id: str | None, *, operative: bool = True, reserved: bool = False
+) -> ConnectorView:
     """The OCPP view of an EVSE manager's state. `operative` is False once ChangeAvailability took the
-    connector out of service: it then shows Unavailable unless a fault says more."""
+    connector out of service: it then shows Unavailable unless a fault says more. `reserved`: the
+    connector honours a reservation (an idle one then shows Reserved)."""
     fault_list = list(faults)
     if state == "Inoperative" or (fault_list and state != "Disabled"):
         code = next((c for name, c in _FAULT_CODES if name in fault_list), ChargePointErrorCode.OTHER_ERROR)
@@ -112,15 +115,17 @@ def connector_view(state: str, faults: Iterable[str], token_id: str | None, *, o
         if state == "Inoperative":
             return ConnectorView(ChargePointStatus.FAULTED, code, info)
         # A fault that does not (yet) block: report it with the status the connector still has.
-        return ConnectorView(_status(state, token_id, operative), code, info)
-    return ConnectorView(_status(state, token_id, operative))
+        return ConnectorView(_status(state, token_id, operative, reserved), code, info)
+    return ConnectorView(_status(state, token_id, operative, reserved))
 
 
-def _status(state: str, token_id: str | None, operative: bool) -> ChargePointStatus:
+def _status(state: str, token_id: str | None, operative: bool, reserved: bool) -> ChargePointStatus:
     if state == "Idle":
         if not operative:
             return ChargePointStatus.UNAVAILABLE
-        return ChargePointStatus.PREPARING if token_id else ChargePointStatus.AVAILABLE
+        if token_id:
+            return ChargePointStatus.PREPARING
+        return ChargePointStatus.RESERVED if reserved else ChargePointStatus.AVAILABLE
     return _BY_STATE.get(state, ChargePointStatus.UNAVAILABLE)
 
 

@@ -213,7 +213,7 @@ def _ocpp_array(text: str) -> list[Any] | None:
     """The frame as a list when it has the shape of an OCPP-J message (type, string id, all elements)."""
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting exhausts json's recursion
         return None
     if (
         not isinstance(message, list)

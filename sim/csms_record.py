@@ -162,7 +162,7 @@ _T = TypeVar("_T")
 def _parse_array(text: str) -> list[Any] | None:
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting exhausts json's recursion
         return None
     return message if isinstance(message, list) else None
 

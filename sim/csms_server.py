@@ -313,7 +313,7 @@ class CsmsSimulator:
         """Send any text as one WebSocket frame. If it is a CALL, its answer is only logged: find it with
         `log.wait_for(answer_matcher(cp_id, unique_id))`."""
         link = self._link(cp_id)
-        with contextlib.suppress(ValueError, TypeError, IndexError, KeyError):  # any text, a JSON object too
+        with contextlib.suppress(ValueError, TypeError, IndexError, KeyError, RecursionError):  # any text at all
             message = json.loads(text)
             if message[0] == CALL and isinstance(message[1], str):
                 link.raw_call_ids.add(message[1])

@@ -8,7 +8,8 @@ to date on every read request, so the energy a client reads is exactly the integ
 
 Fault injection: `set_offline` (requests are received but never answered, so the client times out),
 `set_exception` (every read gets a Modbus exception response), `set_garbage` (implausible values:
-NaN on the SDM630, 3276.7 V on SunSpec), `set_energy_wh` (a counter that jumps, e.g. a swapped meter).
+NaN on the SDM630, 3276.7 V on SunSpec), `set_energy_wh` (a counter that jumps, e.g. a swapped meter),
+`set_words` (any raw words at any served address, e.g. a corrupted SunSpec model list).
 
 RTU: pymodbus opens serial ports by path, and only the slave side of a pty has one. So there are two
 ptys (`charger.sim._pty.PtyPort`): the server opens one slave, the client opens the other (`rtu_port`),
@@ -23,7 +24,7 @@ import enum
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from charger.protocols.modbus_maps import (
@@ -135,6 +136,7 @@ class MeterServer:
         self._power_w, self._currents_a, self._voltage_v, self._frequency_hz = 0.0, (0.0, 0.0, 0.0), 230.0, 50.0
         self._energy_wh, self._stamp = 0.0, clock()
         self._offline, self._garbage = False, False
+        self._words: dict[int, int] = {}
         self._exception: ExcCodes | None = None
         self._served: dict[Quantity, float | None] = {}
         self._requests = 0
@@ -238,6 +240,15 @@ class MeterServer:
         with self._lock:
             self._garbage = garbage
 
+    def set_words(self, words: Mapping[int, int]) -> None:
+        """Serve these raw words at these addresses (of the layout's table) instead of what the meter
+        would; an empty mapping serves the meter again. Only addresses the layout serves can be
+        overridden. While any are set, `served` is not updated: what was served may not decode."""
+        if any(not 0 <= w <= 0xFFFF for w in words.values()):
+            raise ValueError("a register holds a word: 0..65535")
+        with self._lock:
+            self._words = dict(words)
+
     # --- what was served -----------------------------------------------------------------------------
 
     @property
@@ -312,9 +323,11 @@ class MeterServer:
             if function_code != self._table:
                 return None  # the placeholder register of the other table
             live = self._render()
-            for register, word in live.items():
-                registers[register - start_address] = word
-            if not self._offline:  # an answer that is dropped was never served
+            # `registers` is the server's own store: static words overridden earlier must come back too
+            for register, word in {**self._static, **live, **self._words}.items():
+                if 0 <= register - start_address < len(registers):
+                    registers[register - start_address] = word
+            if not self._offline and not self._words:  # an answer that is dropped was never served
                 served = _by_quantity(decode_points(self.register_map, {self._table: {**self._static, **live}}))
                 for point in self.register_map.points:
                     if address <= point.address and point.address + point.words <= address + count:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import typing
 from typing import Any, Literal
 
+import charger.actors.charging
 import charger.actors.counter
+import charger.actors.ocpp_messages
 import charger.actors.ticker
 import msgpack
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import charger.lifecycle
@@ -31,6 +34,7 @@ from charger.messages import (
 )
 
 assert charger.actors.counter and charger.actors.ticker and charger.lifecycle
+assert charger.actors.charging and charger.actors.ocpp_messages  # every product message type is fuzzed
 
 
 class Phase(enum.Enum):
@@ -243,3 +247,46 @@ def test_well_formed_msgpack_with_random_bodies_is_rejected_cleanly(tag: str, bo
         decode_envelope(msgpack.packb([Kind.CAST, 1, "fuzz", tag, body]))
     except DecodeError:
         pass
+
+
+# --- structure-aware fuzzing (docs/robustness.md) ---------------------------------------------------
+
+
+@functools.cache
+def strategy_for_tag(tag: str) -> st.SearchStrategy[Any]:
+    """Built once per type: building the strategy costs more than drawing from it."""
+    return message_strategy(registered()[tag])
+
+
+@st.composite
+def mutated_envelopes(draw: st.DrawFn) -> tuple[bytes, str]:
+    """A valid envelope of any registered type with one thing wrong (or, sometimes, nothing)."""
+    tag = draw(st.sampled_from(sorted(registered())))
+    body = msgpack.unpackb(encode(draw(strategy_for_tag(tag))), raw=False, strict_map_key=False)[1]
+    head: list[Any] = [int(draw(st.sampled_from(list(Kind)))), draw(st.integers(0, 2**63 - 1)), "fuzz", tag]
+    mutation = draw(st.sampled_from(["none", "replace", "drop", "add", "retag", "head"]))
+    if mutation == "replace" and body:
+        body[draw(st.sampled_from(sorted(body)))] = draw(_native)
+    elif mutation == "drop" and body:
+        del body[draw(st.sampled_from(sorted(body)))]
+    elif mutation == "add":
+        body[draw(st.text(max_size=8) | st.integers(-(2**63), 2**63 - 1))] = draw(_native)
+    elif mutation == "retag":
+        head[3] = tag = draw(st.sampled_from(sorted(registered())))
+    elif mutation == "head":
+        head[draw(st.integers(0, 3))] = draw(_native)
+    return msgpack.packb([*head, body]), tag
+
+
+@settings(max_examples=2000, deadline=None)
+@given(mutated_envelopes())
+@example((msgpack.packb([3, 1, "fuzz", "CallFailed", {"code": 1, "message": "m"}]), "CallFailed"))
+def test_a_valid_envelope_with_one_thing_wrong_decodes_or_raises_decode_error(case: tuple[bytes, str]) -> None:
+    frame, tag = case
+    try:
+        env = decode_envelope(frame)
+    except DecodeError as exc:
+        assert str(exc)  # the reason is what the receiver logs
+        return
+    assert type(env.body) is registered()[tag]
+    assert decode_envelope(encode_envelope(env.kind, env.corr, env.sender, env.body)) == env  # and it round-trips

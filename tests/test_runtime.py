@@ -8,15 +8,29 @@ import time
 import msgpack
 import pytest
 from charger.actors.counter import GetCount
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from charger.errors import BadRequest, Rejected, RemoteCrash
-from charger.messages import Kind, encode_envelope
+from charger.lifecycle import CallFailed
+from charger.messages import Kind, decode_envelope, encode_envelope, registered
 from charger.runtime import frame_parts
 from tests.conftest import group, worker
 from tests.supervisors.test_strategies import wait_for
-from tests.support.probes import ArmTimers, AsyncDouble, Blocking, Crash, GetFired, Ping, RefuseMe, Relay, Sleep
+from tests.support.fuzz import live as live_settings
+from tests.support.probes import (
+    ArmTimers,
+    AsyncDouble,
+    Blocking,
+    Crash,
+    GetFired,
+    Ping,
+    RefuseMe,
+    Relay,
+    RelayResult,
+    Sleep,
+)
+from tests.test_messages import _native, message_strategy, strategy_for_tag
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +159,73 @@ def test_a_call_that_cannot_be_decoded_gets_a_bad_request_reply(live):
 def test_fuzzed_bytes_never_crash_a_live_actor(live, frame: bytes) -> None:
     address = _probe_address(live)
     live.asys.tell(address, frame)
+
+
+# Types whose designed effect is to crash, stop or block the probe: not what this fuzzing is about.
+_DISRUPTIVE = {"Crash", "StopNormally", "Sleep", "Blocking"}
+_HARMLESS = sorted(set(registered()) - _DISRUPTIVE)
+
+
+@st.composite
+def mutated_calls(draw: st.DrawFn) -> tuple[bytes, int]:
+    """A CALL envelope of any harmless type whose body may have one field wrong, missing or extra."""
+    tag = draw(st.sampled_from(_HARMLESS))
+    body = msgpack.unpackb(
+        encode_envelope(Kind.CAST, 0, "x", draw(strategy_for_tag(tag))), raw=False, strict_map_key=False
+    )[4]
+    mutation = draw(st.sampled_from(["none", "replace", "drop", "add"]))
+    if mutation == "replace" and body:
+        body[draw(st.sampled_from(sorted(body)))] = draw(_native)
+    elif mutation == "drop" and body:
+        del body[draw(st.sampled_from(sorted(body)))]
+    elif mutation == "add":
+        body[draw(st.text(max_size=8))] = draw(_native)
+    corr = draw(st.integers(1, 2**63 - 1))
+    return msgpack.packb([Kind.CALL, corr, "fuzzer", tag, body]), corr
+
+
+@live_settings(200)
+@given(mutated_calls())
+def test_every_fuzzed_call_is_answered_with_a_reply_or_a_typed_error(live, case: tuple[bytes, int]) -> None:
+    frame, corr = case
+    answer = live.asys.ask(_probe_address(live), frame, 10)
+    assert answer is not None, "no answer: the probe dropped a CALL or hung"
+    env = decode_envelope(frame_parts(answer)[0])
+    assert env.corr == corr and env.kind in (Kind.REPLY, Kind.ERROR)
+    if env.kind is Kind.ERROR:
+        assert isinstance(env.body, CallFailed) and env.body.message
+        assert env.body.code in {"bad_request", "rejected", "unavailable"}, env.body
+
+
+@live_settings(6)
+@example(bodies=[Ping(payload=b"forged")])  # resolved the outstanding call with a Ping: the caller crashed
+@given(
+    st.lists(
+        st.sampled_from(_HARMLESS).flatmap(lambda tag: message_strategy(registered()[tag])), min_size=1, max_size=8
+    )
+)
+def test_forged_answers_never_reach_a_waiting_handler(live, bodies: list[object]) -> None:
+    # The caller's call to sleepy is outstanding while sleepy sleeps; answers forged for every likely
+    # correlation id reach the caller first. Before the runtime checked who answers, a forged REPLY
+    # resolved the call with the wrong type and the handler crashed.
+    caller, sleepy = live.client.resolve("caller"), live.client.resolve("sleepy")
+    pid = live.pid_of("caller")
+    live.asys.tell(sleepy, encode_envelope(Kind.CAST, 0, "fuzzer", Sleep(seconds=0.5)))
+    live.asys.tell(caller, encode_envelope(Kind.CALL, 4242, "fuzzer", Relay(timeout=5.0)))
+    for corr in range(1, 300):
+        forged = bodies[corr % len(bodies)]
+        kind = Kind.ERROR if corr % 3 == 0 else Kind.REPLY
+        live.asys.tell(caller, encode_envelope(kind, corr, "sleepy", forged))
+    deadline = time.monotonic() + 15
+    while True:  # skip answers still on their way to us from earlier tests' tells
+        answer = live.asys.listen(max(0.1, deadline - time.monotonic()))
+        assert answer is not None, "the relay was never answered"
+        parts = frame_parts(answer)
+        env = decode_envelope(parts[0]) if parts is not None else None
+        if env is not None and env.corr == 4242:
+            break
+    assert env.body == RelayResult(ok=True, code="", pid=live.pid_of("sleepy"))
+    assert live.pid_of("caller") == pid
 
 
 def test_the_actor_survived_the_fuzzing(live):

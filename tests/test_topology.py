@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 from charger.supervisors.spec import ChildKind, ChildSpec, Restart, Strategy
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from charger.topology import Problem, Topology, TopologyError, load_topology
+from tests.support.fuzz import PURE
 
 CASES = Path(__file__).parent / "topology_cases"
 SITE = Path(__file__).parents[1] / "topology" / "demo.yaml"
@@ -331,3 +333,76 @@ def test_random_bytes_only_ever_raise_topology_error(scratch: Path, data: bytes)
 @given(data=mutated_site())
 def test_mutated_site_only_ever_raises_topology_error(scratch: Path, data: bytes) -> None:
     load_never_crashes(scratch, data)
+
+
+# --- structure-aware: small topologies with every part possibly wrong (docs/robustness.md) ---------
+
+# JSON is YAML: writing the drafts with json.dumps keeps each case small and fast to load, so the
+# loader's checks (not the YAML scanner) get the thousands of cases.
+_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6)
+_values = _scalars | st.lists(_scalars, max_size=2) | st.dictionaries(st.text(max_size=4), _scalars, max_size=2)
+_NAMES = ["ticker", "counter", "t-2", "9lives", "", "root"]
+_names = st.sampled_from(_NAMES) | st.text(max_size=5)
+_refs = st.sampled_from([*_NAMES, "ghost"])
+_TYPES = ["Ticker", "Counter", "tests.support.probes:Probe", "NoSuchType", "os:getcwd", ":x", "a.b:C"]
+_entry = st.fixed_dictionaries(
+    {"type": st.sampled_from(_TYPES) | _values},
+    optional={
+        "config": st.dictionaries(
+            st.sampled_from(["period_s", "port", "init_delay"]) | st.text(max_size=4), _values, max_size=3
+        )
+        | _values,
+        "connections": st.dictionaries(
+            st.sampled_from(["source", "peer"]), _refs | st.lists(_refs, max_size=3) | _values, max_size=2
+        )
+        | _values,
+        "extra": _values,
+    },
+)
+_child = _refs | st.fixed_dictionaries({"actor": _refs}, optional={"restart": _scalars, "shutdown": _scalars})
+_group = st.fixed_dictionaries(
+    {"supervisor": _names, "children": st.lists(_child, max_size=3)},
+    optional={"strategy": st.sampled_from(["one_for_one", "rest_for_one", "bogus"]), "intensity": _scalars},
+)
+_sections = {
+    "site": st.sampled_from(["s", ""]) | _scalars,
+    "actors": st.dictionaries(_names, _entry | _values, max_size=4),
+    "supervision": st.fixed_dictionaries({"children": st.lists(_child | _group | _values, max_size=4)}) | _values,
+    "system": st.fixed_dictionaries({}, optional={"admin_port": _scalars, "bind": _scalars, "state_dir": _scalars}),
+}
+
+
+def small_topologies() -> st.SearchStrategy[bytes]:
+    """Topologies of a few actors where any part may be wrong: names, types, config, wiring, the tree."""
+    required = {k: _sections[k] for k in ("site", "actors", "supervision")}
+    return st.fixed_dictionaries(required, optional={"system": _sections["system"], "unknown": _values}).map(
+        lambda doc: json.dumps(doc).encode()
+    )
+
+
+@PURE
+@given(data=small_topologies())
+@example(data=json.dumps({"site": "s", "actors": {"a": {"type": "Ticker", "config": {"period_s": 1e400}}}}).encode())
+def test_any_small_topology_loads_or_lists_located_problems(scratch: Path, data: bytes) -> None:
+    load_never_crashes(scratch, data)
+
+
+@settings(max_examples=200, deadline=None)  # the valid space here is small: a few hundred cover it
+@given(
+    periods=st.lists(st.floats(0.01, 3600), min_size=1, max_size=4),
+    strategy=st.sampled_from(["one_for_one", "one_for_all", "rest_for_one"]),
+    admin_port=st.integers(1024, 65535),
+)
+def test_a_valid_topology_loads_as_written(scratch: Path, periods: list[float], strategy: str, admin_port: int) -> None:
+    actors = {f"t{i}": {"type": "Ticker", "config": {"period_s": p}} for i, p in enumerate(periods)}
+    doc = {
+        "site": "fuzz",
+        "system": {"admin_port": admin_port},
+        "actors": {**actors, "counter": {"type": "Counter", "connections": {"source": sorted(actors)}}},
+        "supervision": {"strategy": strategy, "children": [*actors, "counter"]},
+    }
+    scratch.write_text(json.dumps(doc))
+    topology = load_topology(scratch)
+    assert (topology.site, topology.admin_port, topology.root.flags.strategy.value) == ("fuzz", admin_port, strategy)
+    assert [a.config["period_s"] for a in topology.actors.values() if a.type == "Ticker"] == periods
+    assert topology.actors["counter"].connections["source"] == tuple(sorted(actors))

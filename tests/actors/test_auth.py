@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from charger.actors.charging import PresentCard, PresentToken, TokenVerdict
+from charger.actors.charging import (
+    ConnectorReservation,
+    PresentCard,
+    PresentToken,
+    ReserveConnector,
+    TokenVerdict,
+)
 
 from charger.testing import RunningSystem
 from tests.conftest import group, worker
@@ -221,3 +227,19 @@ def test_cards_at_the_reader_take_the_same_path(start: Any) -> None:
         s.system.client.call("sim", PresentCard(uid=TOKEN_2))
         eventually(lambda: s.fake("evse-2").state == "Finished", "the same card stopping the session")
         assert s.fake("evse-2").entries == [["authorize", TOKEN_2], ["stop", "Local"]]
+
+
+def test_a_reserved_connector_gets_only_its_reservations_tokens(start: Any) -> None:
+    with start(free_charging=True) as s:
+        held = ConnectorReservation(reservation_id=3, id_tag=TOKEN_1, expires_at=time.time() + 300)
+        s.system.client.call("evse-1", ReserveConnector(reservations=(held,)))
+        assert s.present(TOKEN_2).connector is None  # held: no connector waits
+        s.plug("evse-1")  # reserved: neither the held token nor the free token goes there
+        verdict = s.present(TOKEN_2, connector="evse-1")
+        assert verdict.status == "NoConnector" and "reserved" in verdict.detail
+        s.plug("evse-2")
+        eventually(lambda: s.authorized("evse-2"), "the held token reaching evse-2")
+        assert s.authorized("evse-2") == [["authorize", TOKEN_2]]
+        assert s.authorized("evse-1") == []
+        assert s.present(TOKEN_1).connector == "evse-1"
+        assert s.authorized("evse-1") == [["authorize", TOKEN_1]]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from charger.actors.ocpp_messages import BackendLinkStatus, GetBackendLinkStatus
 from charger.sim.csms import (
     CALLRESULT,
@@ -28,6 +29,7 @@ from charger.sim.csms import (
 from websockets.sync.client import ClientConnection, connect
 
 from charger.ctl import request
+from charger.errors import Unavailable
 from charger.testing import RunningSystem, free_port, running_system
 from charger.topology import load_topology
 from tests.support.csms import CsmsPeer, NodeCsms, PeerOptions, SimCsms, require_node_peer, simulator_for
@@ -163,20 +165,40 @@ class Station:
         return sessions
 
     def link(self) -> BackendLinkStatus:
+        """The link's status now. Raises `Unavailable` while the link restarts: use `link_when` to wait."""
         status = self.system.client.call("backend", GetBackendLinkStatus(), timeout=10.0)
         assert isinstance(status, BackendLinkStatus)
         return status
 
-    def wait_drained(self, timeout: float = 30.0) -> BackendLinkStatus:
-        """Online, accepted, and every queued message delivered."""
+    def link_when(self, ok: Callable[[BackendLinkStatus], bool], what: str, timeout: float = 30.0) -> BackendLinkStatus:
+        """Poll the link's status until `ok` holds, through a restart of the link. The CSMS may see the new
+        instance (its BootNotification) before the supervisor has registered it, and a call meanwhile
+        fails fast with `Unavailable`: that counts as "not yet". Any other error is raised; a link that
+        never comes back still fails, with its last answer in the message."""
+        last: object = None
 
-        def drained() -> BackendLinkStatus | None:
-            status = self.link()
-            ok = status.online and status.registration == "Accepted" and status.queued_messages == 0
-            return status if ok else None
+        def check() -> BackendLinkStatus | None:
+            nonlocal last
+            try:
+                last = self.link()
+            except Unavailable as exc:
+                last = exc
+                return None
+            return last if ok(last) else None
 
-        found: BackendLinkStatus = eventually(drained, "the queue draining", timeout)
+        try:
+            found: BackendLinkStatus = eventually(check, what, timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the link last answered {last!r}") from None
         return found
+
+    def wait_drained(self, timeout: float = 30.0) -> BackendLinkStatus:
+        """Online, accepted, and every queued message delivered (waiting through a restart of the link)."""
+        return self.link_when(
+            lambda s: s.online and s.registration == "Accepted" and s.queued_messages == 0,
+            "the queue draining",
+            timeout,
+        )
 
     def charge(self, n: int, token: str) -> dict[str, Any]:
         """Plug in first, then the card (through auth): a transaction drawing power."""
@@ -336,3 +358,46 @@ def test_backend_config_merges_the_fast_keys() -> None:
     assert config["configuration"]["HeartbeatInterval"] == "5"
     assert config["configuration"]["RetryBackOffWaitMinimum"] == "0"
     assert config["security_profile"] == 1 and config["charge_point_id"] == CP_ID
+
+
+class _Restarting:
+    """Stands in for a `RunningSystem` whose backend link restarts: `Unavailable` for the first `down`
+    calls (or every call), then `status`."""
+
+    def __init__(self, down: int | None, status: BackendLinkStatus) -> None:
+        self.client, self.down, self.status, self.calls = self, down, status, 0
+
+    def call(self, name: str, message: object, timeout: float) -> BackendLinkStatus:
+        self.calls += 1
+        if self.down is None or self.calls <= self.down:
+            raise Unavailable(f"{name} is not running")
+        return self.status
+
+
+def _link_status(queued: int) -> BackendLinkStatus:
+    return BackendLinkStatus(
+        csms_url="ws://127.0.0.1:1",
+        charge_point_id=CP_ID,
+        security_profile=0,
+        online=True,
+        registration="Accepted",
+        connections=1,
+        queued_messages=queued,
+        discarded_messages=0,
+        last_error=None,
+    )
+
+
+def test_waiting_on_the_link_goes_through_a_restart_but_not_through_a_link_that_never_comes_back() -> None:
+    restarting = _Restarting(3, _link_status(0))
+    st = Station(restarting, None, Path("."), None)  # type: ignore[arg-type]
+    assert st.wait_drained(timeout=10).queued_messages == 0
+    assert restarting.calls == 4
+    gone = Station(_Restarting(None, _link_status(0)), None, Path("."), None)  # type: ignore[arg-type]
+    with pytest.raises(AssertionError, match=r"the queue draining did not happen.*not running"):
+        gone.wait_drained(timeout=0.5)
+    stuck = Station(_Restarting(0, _link_status(2)), None, Path("."), None)  # type: ignore[arg-type]
+    with pytest.raises(AssertionError, match="queued_messages=2"):
+        stuck.wait_drained(timeout=0.5)
+    with pytest.raises(Unavailable):
+        Station(_Restarting(None, _link_status(0)), None, Path("."), None).link()  # type: ignore[arg-type]

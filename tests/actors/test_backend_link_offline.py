@@ -124,7 +124,8 @@ def test_a_killed_backend_link_with_an_undelivered_start_loses_nothing(tmp_path:
         st.kill_backend()
         st.idle(1)
         bill = st.billed(1, before)
-        eventually(lambda: st.link().queued_messages == 2, "the StopTransaction queued after the restart")
+        # behind the Start: the restarted link's StartupOfTheDevice security event, then the Stop
+        eventually(lambda: st.link().queued_messages == 3, "the StopTransaction queued after the restart")
         st.csms.go_online()  # type: ignore[attr-defined]
         st.wait_drained()
         assert [f.action for f in transaction_messages(st)] == ["StartTransaction", "StopTransaction"]
@@ -297,6 +298,8 @@ def test_the_whole_process_tree_killed_mid_session_loses_nothing(tmp_path: Path)
             with connect(f"ws://127.0.0.1:{(state / 'api.port').read_text()}") as ws:
                 st = Station(None, csms, state, ws)  # type: ignore[arg-type]
                 st.wait(1, lambda s: s["state"] == "Idle" and not s["faults"])
+                # the link must be up before the session starts, or it reports the session only at its end
+                eventually(lambda: st.answered("BootNotification"), "the backend link's boot", 60)
                 st.charge(1, TOKEN_1)
                 eventually(lambda: st.answered("StartTransaction"), "the StartTransaction delivered")
             kill_all(token_processes(first[1]))  # the whole box loses power

@@ -6,6 +6,9 @@ downgraded, and the AuthorizationKey never reaches a log.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -95,7 +98,15 @@ def test_profile_2_refuses_a_csms_its_ca_did_not_sign(tmp_path: Path, tls: TlsFi
     with station(tmp_path, options=options, light=True, url_scheme="wss", **backend) as st:
         refused(st, "CERTIFICATE_VERIFY_FAILED")
         assert st.csms.events(EventKind.OPEN) == []
+        time.sleep(3.0)  # a few more refused attempts: still one security event
+        assert security_log(st.state) == ["StartupOfTheDevice", "InvalidCentralSystemCertificate"]
+        assert st.link().queued_messages == 2  # both wait for a CSMS the station can trust
     no_secret_in(tmp_path)
+
+
+def security_log(state: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(state / "backend-security.db")) as db:
+        return [row[0] for row in db.execute("SELECT type FROM event ORDER BY seq")]
 
 
 def test_profile_2_never_connects_without_tls(tmp_path: Path, tls: TlsFiles) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from charger.ctl import ApiError
 from tests.actors.test_backend_link_harness import CHARGE, TOKEN_1, TOKEN_2, Station, eventually, station
 from tests.support.csms import PEER_KINDS, PeerOptions
 
@@ -140,6 +141,33 @@ def test_unlock_connector_ends_the_transaction(st: Station) -> None:
     st.wait_drained()
     assert [f.payload["reason"] for f in st.calls("StopTransaction", after)] == ["UnlockCommand"]
     st.idle(1)
+
+
+def test_unlock_connector_ends_a_session_waiting_for_authorization(st: Station) -> None:
+    """The plug is locked in B while the car waits (lock_connector_in_state_b): the EVSE manager's
+    UnlockConnectorNow ends the waiting session, Finished (unlocked) until unplug, no transaction."""
+    after = st.csms.next_seq()
+    before = len(st.sessions(2))
+    st.api("connector.plug", connector=2, script=CHARGE)
+    st.wait(2, lambda s: s["state"] == "WaitingForAuthentication")
+    assert st.call_action("UnlockConnector", {"connectorId": 2}).payload == {"status": "Unlocked"}
+    finished = st.wait(2, lambda s: s["state"] == "Finished")
+    assert finished["session_id"] is not None and not finished["relays_closed"]
+    st.idle(2)
+    assert len(st.sessions(2)) == before  # no transaction, nothing billed
+    assert st.calls("StartTransaction", after) == []
+    # the same through the control API; with a transaction it is refused
+    st.api("connector.plug", connector=2, script=CHARGE)
+    st.wait(2, lambda s: s["state"] == "WaitingForAuthentication")
+    assert st.api("connector.unlock", connector=2) == {"ok": True}
+    st.wait(2, lambda s: s["state"] == "Finished")
+    st.idle(2)
+    st.charge(2, TOKEN_1)
+    with pytest.raises(ApiError, match="stop it first"):
+        st.api("connector.unlock", connector=2)
+    assert st.connector(2)["state"] == "Charging"
+    st.idle(2)
+    assert st.billed(2, before)["stop_reason"] == "EVDisconnected"  # billed before the next test counts
 
 
 def test_an_invalid_id_tag_in_start_transaction_conf_stops_the_transaction(st: Station) -> None:

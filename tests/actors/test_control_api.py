@@ -117,6 +117,8 @@ def test_fuzzed_frames_get_an_answer_and_the_api_keeps_working(api, frame):
             if isinstance(answer, dict) and answer.get("id") == "after":
                 assert answer["result"] == "pong"
                 break
+        else:
+            pytest.fail(f"no answer to the ping sent after {frame!r}")
 
 
 def test_api_was_never_restarted_by_bad_input(api):

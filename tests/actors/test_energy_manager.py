@@ -1,5 +1,7 @@
 """EnergyManager end to end: two SIL connectors under a 20 A feeder, planned by the optimiser, with
-the leases reaching the real EVSE managers; the plan says why each got what it got."""
+the leases reaching the real EVSE managers; the plan says why each got what it got. A SunSpec meter
+server (a real pymodbus server) measures the feeder's non-EV load through a PowerMeter actor; needs and
+caps arrive through the control API; another grantor's lease shows up as the EVSE's external limit."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import signal
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +19,19 @@ from charger.actors.charging import (
     AuthorizeSession,
     ConnectorStatus,
     EnergyPlan,
+    EvseAllocation,
     GetConnectorStatus,
     GetEnergyPlan,
     GrantLimitLease,
     PlugCar,
+    ReleaseLimitLease,
     UnplugCar,
 )
+from charger.sim.meter_server import MeterLayout, MeterServer
 from websockets.sync.client import connect
 
-from charger.ctl import _plan_lines, request
+from charger.ctl import ApiError, _plan_lines, request
+from charger.ctl import main as ctl_main
 from charger.errors import CallError, Rejected
 from charger.journal import Journal
 from charger.testing import RunningSystem, free_port, running_system
@@ -55,9 +62,12 @@ actors:
     type: EvseManager
     config: {{connector_id: 2, failsafe_current_a: 6}}
     connections: {{board: [board-2], meter: [meter-2]}}
+  site-meter: {{type: PowerMeter, config: {{transport: tcp, port: {site_meter}, layout: sunspec, poll_s: 0.3}}}}
   energy:
     type: EnergyManager
     config:
+      meters:
+        site-meter: {{node: feeder, measures: load}}
       nodes:
         - {{name: grid, current_limit_a: 63}}
         - {{name: feeder, parent: grid, current_limit_a: {feeder}}}
@@ -68,7 +78,7 @@ actors:
       period_s: 2
       prices: [0.30, 0.25]
       variant: {variant}
-    connections: {{evse: [evse-1, evse-2]}}
+    connections: {{evse: [evse-1, evse-2], meter: [site-meter]}}
   api:
     type: ControlApi
     config: {{port: 0, port_file: api.port}}
@@ -81,6 +91,7 @@ supervision:
     - rig
     - {{supervisor: connector-1, own_process: false, children: [board-1, meter-1, evse-1]}}
     - {{supervisor: connector-2, own_process: false, children: [board-2, meter-2, evse-2]}}
+    - site-meter
     - energy
     - api
 """
@@ -92,9 +103,16 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def site(state: Path) -> Iterator[RunningSystem]:
+def site_meter() -> Iterator[MeterServer]:
+    with MeterServer(MeterLayout.SUNSPEC_203) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def site(state: Path, site_meter: MeterServer) -> Iterator[RunningSystem]:
     path = state / "site.yaml"
-    text = TOPOLOGY.format(admin=free_port(), modbus1=free_port(), modbus2=free_port(), feeder=FEEDER_A, variant="qp")
+    ports = {"admin": free_port(), "modbus1": free_port(), "modbus2": free_port(), "site_meter": site_meter.port}
+    text = TOPOLOGY.format(**ports, feeder=FEEDER_A, variant="qp")
     path.write_text(textwrap.dedent(text))
     topology = load_topology(path)
     with running_system(topology.root, free_port(), str(state), log_file=str(state / "system.log")) as system:
@@ -181,6 +199,87 @@ def test_the_plan_through_the_control_api_and_ctl(site: RunningSystem, state: Pa
     lines = _plan_lines(plan_now)
     assert lines[0].startswith("CLARABEL (optimal), decided in ")
     assert any(line.split()[:3] == ["evse-1", "0.0", "A"] and "no car plugged in now" in line for line in lines[1:])
+    assert any(line.split()[:4] == ["feeder", "L1", "20.0", "A"] for line in lines)  # the limits per node
+    assert any(line.split()[:2] == ["schedule", "(A)"] for line in lines)
+
+
+def allocation(system: RunningSystem, evse: str) -> EvseAllocation:
+    return next(a for a in plan(system).allocations if a.evse == evse)
+
+
+def api_call(state: Path, method: str, params: dict[str, Any]) -> Any:
+    port = wait(lambda: (state / "api.port").exists() and (state / "api.port").read_text())
+    with connect(f"ws://127.0.0.1:{port}") as ws:
+        return request(ws, method, params)
+
+
+def test_another_grantors_lease_is_the_evses_external_limit_in_the_next_plan(site: RunningSystem) -> None:
+    """Like an OCPP charging profile: the connector obeys the lowest grant, so the plan must not count on
+    more than the other grantor allows."""
+    start_charging(site, 1)
+    wait(lambda: allocation(site, "evse-1").amps >= FEEDER_A - 0.1)
+    ocpp = GrantLimitLease(valid_until=time.time() + 120, amps=8.0, grantor="ocpp-test", released_when_lapsed=True)
+    site.client.call("evse-1", ocpp)
+    limited = wait(lambda: (a := allocation(site, "evse-1")).external_limit_a == 8.0 and a)
+    assert limited.reason == "external_limit"
+    assert limited.amps == pytest.approx(8.0, abs=0.1)
+    leases = wait(lambda: (s := status(site, "evse-1").leases)["energy"] <= 8.0 + 1e-6 and s)
+    assert leases["ocpp-test"] == 8.0
+    site.client.call("evse-1", ReleaseLimitLease(grantor="ocpp-test"))
+    freed = wait(lambda: (a := allocation(site, "evse-1")).external_limit_a is None and a.amps > 8 and a)
+    assert freed.amps <= FEEDER_A
+
+
+def test_non_ev_load_from_a_modbus_meter_reduces_the_room(site: RunningSystem, site_meter: MeterServer) -> None:
+    wait(lambda: allocation(site, "evse-1").amps >= FEEDER_A - 0.1)  # the car of the test before, alone
+    site_meter.set_load(12 * 230 * 3, (12.0, 12.0, 12.0))
+    try:
+        squeezed = wait(lambda: (a := allocation(site, "evse-1")).amps <= FEEDER_A - 12 and a)
+        assert squeezed.amps >= 6 and (squeezed.reason, squeezed.node) == ("fuse", "feeder")
+        assert "after non-EV load" in squeezed.detail
+        feeder = next(n for n in plan(site).nodes if (n.node, n.phase) == ("feeder", "L1"))
+        assert feeder.non_ev == pytest.approx(12.0, abs=0.05)
+        assert feeder.planned + feeder.non_ev <= FEEDER_A + 1e-6
+        wait(lambda: status(site, "evse-1").current_limit_a <= FEEDER_A - 12)  # the lease reached the EVSE
+    finally:
+        site_meter.set_load(0.0)
+    wait(lambda: allocation(site, "evse-1").amps >= FEEDER_A - 0.1)
+
+
+def test_a_grid_cap_through_the_control_api_lowers_the_share_and_says_why(site: RunningSystem, state: Path) -> None:
+    until = time.time() + 300
+    api_call(state, "energy.cap", {"node": "feeder", "amps": 10, "valid_until": until, "source": "dso"})
+    capped = wait(lambda: (a := allocation(site, "evse-1")).amps <= 10 and a)
+    assert (capped.reason, capped.node) == ("node_cap", "feeder")
+    assert "external cap" in capped.detail
+    decided = plan(site)
+    assert [(c.node, c.amps, c.source) for c in decided.caps] == [("feeder", 10.0, "dso")]
+    assert any(line.strip().startswith("cap on feeder: 10 A until") for line in _plan_lines(asdict(decided)))
+    with pytest.raises(ApiError, match="no node"):
+        api_call(state, "energy.cap", {"node": "nowhere", "amps": 10})
+    api_call(state, "energy.cap", {"node": "feeder"})  # lifted
+    wait(lambda: allocation(site, "evse-1").amps >= FEEDER_A - 0.1)
+
+
+def test_a_forecast_through_the_control_api_replaces_the_profile(site: RunningSystem, state: Path) -> None:
+    api_call(state, "energy.forecast", {"prices": [0.55] * 8, "pv_surplus_kw": [3.0] * 8})
+    decided = wait(lambda: (p := plan(site)).price[:1] == [0.55] and p)
+    assert decided.pv_surplus_kw[0] == 3.0  # no live PV or grid meter at the root: the forecast stands
+    # a forecast that covers only a slot of yesterday replaces this one: the daily profile is back
+    api_call(state, "energy.forecast", {"starts_at": time.time() - 86400, "prices": [9.9], "pv_surplus_kw": [0.0]})
+    wait(lambda: plan(site).price[0] in (0.30, 0.25))
+
+
+def test_a_met_need_gets_0_a_with_reason_need_met(site: RunningSystem, state: Path) -> None:
+    port = wait(lambda: (state / "api.port").exists() and (state / "api.port").read_text())
+    assert ctl_main(["--url", f"ws://127.0.0.1:{port}", "need", "evse-1", "--kwh", "0", "--depart", "23:59"]) == 0
+    done = wait(lambda: (a := allocation(site, "evse-1")).reason == "need_met" and a)
+    assert done.amps == 0.0 and done.need_kwh == 0.0 and done.departure is not None
+    wait(lambda: status(site, "evse-1").current_limit_a == 0.0)
+    assert ctl_main(["--url", f"ws://127.0.0.1:{port}", "need", "evse-1", "--clear"]) == 0
+    wait(lambda: allocation(site, "evse-1").amps >= FEEDER_A - 0.1)
+    site.client.call("rig", UnplugCar(connector=1))
+    wait(lambda: allocation(site, "evse-1").reason == "no_session")
 
 
 def test_an_energy_manager_restart_fences_out_its_previous_instance(site: RunningSystem, state: Path) -> None:
@@ -189,6 +288,7 @@ def test_an_energy_manager_restart_fences_out_its_previous_instance(site: Runnin
     wait(lambda: "energy" in status(site, "evse-1").leases)
     fence_before = _fence(state)
     old_pid = site.pid_of("energy")
+    killed_at = time.time()
     os.kill(old_pid, signal.SIGKILL)
     wait(lambda: site.pid_of("energy") != old_pid)
     wait(lambda: _fence(state) == fence_before + 1)
@@ -233,3 +333,18 @@ def test_a_restarted_energy_manager_keeps_a_charging_session_charging(site: Runn
     assert states == {"Charging"}
     site.client.call("rig", UnplugCar(connector=1))
     wait(lambda: status(site, "evse-1").state == "Idle")
+
+
+def test_a_timed_cap_and_a_need_survive_a_restart_of_the_energy_manager(site: RunningSystem, state: Path) -> None:
+    until = time.time() + 300
+    api_call(state, "energy.cap", {"node": "feeder", "amps": 12, "valid_until": until, "source": "dso"})
+    api_call(state, "energy.session", {"connector": "evse-2", "energy_kwh": 4.5})
+    old_pid = site.pid_of("energy")
+    os.kill(old_pid, signal.SIGKILL)
+    wait(lambda: site.pid_of("energy") != old_pid)
+    decided = wait(lambda: (p := plan(site)).decided_at > 0 and p)
+    assert [(c.node, c.amps, c.valid_until, c.source) for c in decided.caps] == [("feeder", 12.0, until, "dso")]
+    assert next(a for a in decided.allocations if a.evse == "evse-2").need_kwh == 4.5
+    api_call(state, "energy.cap", {"node": "feeder"})
+    api_call(state, "energy.session", {"connector": "evse-2"})
+    wait(lambda: not plan(site).caps)

@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from charger.actors.charging import AuthorizeSession, ConnectorReservation, ReserveConnector, WithdrawAuthorization
 from charger.hal.meter import ModbusMeter
 from charger.protocols.modbus_maps import SDM630
 from websockets.sync.client import ClientConnection, connect
 
 from charger.ctl import ApiError, request
+from charger.errors import CallError
 from charger.testing import RunningSystem, running_system
 from charger.topology import load_topology
 from tests.conftest import free_port
@@ -395,3 +397,48 @@ def test_pilot_faults_stop_charging_until_unplug(station: Station, fault: str, r
     s.api("connector.unplug", connector=1)
     assert not s.wait_state(1, "Idle")["faults"]
     s.billed(1, before)
+
+
+def test_a_reserved_connector_takes_only_the_reservations_tokens(station: Station) -> None:
+    """The connector enforces a reservation (OCPP ReserveNow) itself, across its own restart: a card at
+    the reader goes to another connector, other paths are refused, the group's idTags get in, and the
+    reservation lapses at its expiry without anyone telling the connector."""
+    s = station
+    s.reset(1)
+    s.reset(2)
+    held = ConnectorReservation(reservation_id=7, id_tag=TOKEN_1, expires_at=time.time() + 300, parent_id_tag="GROUP")
+    s.system.client.call("evse-1", ReserveConnector(reservations=(held,)))
+    pid = s.system.pid_of("evse-1")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while s.system.pid_of("evse-1") == pid:
+        assert time.monotonic() < deadline, "evse-1 was not restarted"
+        time.sleep(0.05)
+    s.wait(1, lambda st: [r["reservation_id"] for r in st["reservations"]] == [7])
+    with pytest.raises(CallError, match="reserved"):
+        s.system.client.call("evse-1", AuthorizeSession(token_id=TOKEN_2))
+    before = len(s.sessions(2))
+    s.api("connector.plug", connector=1, script=CHARGE)
+    s.wait_state(1, "WaitingForAuthentication")
+    s.api("connector.plug", connector=2, script=CHARGE)
+    s.wait_state(2, "WaitingForAuthentication")
+    s.api("rfid.present", token=TOKEN_2)  # the card reader: connector 1 waited longer, but is reserved
+    s.wait(2, lambda st: st["state"] == "Charging" and st["token_id"] == TOKEN_2)
+    assert s.status(1)["token_id"] is None
+    s.reset(1)
+    s.api("connector.unplug", connector=2)
+    s.billed(2, before)
+    s.reset(2)
+    before = len(s.sessions(1))
+    s.system.client.call("evse-1", AuthorizeSession(token_id="MEMBER1", parent_id_tag="group"))  # same group
+    s.api("connector.plug", connector=1, script=CHARGE)
+    s.wait(1, lambda st: st["state"] == "Charging" and st["token_id"] == "MEMBER1")
+    s.api("connector.unplug", connector=1)
+    s.billed(1, before)
+    s.wait_state(1, "Idle")
+    brief = ConnectorReservation(reservation_id=8, id_tag=TOKEN_1, expires_at=time.time() + 1.5)
+    s.system.client.call("evse-1", ReserveConnector(reservations=(brief,)))
+    s.wait(1, lambda st: st["reservations"] == [], timeout=30)
+    s.system.client.call("evse-1", AuthorizeSession(token_id=TOKEN_2))  # expired: anyone again
+    s.system.client.call("evse-1", WithdrawAuthorization())
+    s.system.client.call("evse-1", ReserveConnector())

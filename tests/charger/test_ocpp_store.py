@@ -160,12 +160,27 @@ def test_messages_leave_in_order_with_the_transaction_id_filled_in(tmp_path: Pat
 
 def test_enqueue_refuses_what_does_not_belong_in_the_queue(tmp_path: Path) -> None:
     queue = TransactionQueue(tmp_path / "queue.db")
-    with pytest.raises(ValueError, match="transaction-related"):
+    with pytest.raises(ValueError, match="not a message the queue carries"):
         queue.enqueue("Heartbeat", {}, tx_key="t", now=0.0)
     with pytest.raises(ValueError, match="transactionId"):
         queue.enqueue("StopTransaction", {"transactionId": 3}, tx_key="t", now=0.0)
     with pytest.raises(ValueError):
         queue.enqueue("MeterValues", {"value": float("nan")}, tx_key="t", now=0.0)
+    assert len(queue) == 0
+
+
+def test_security_events_wait_in_line_and_need_no_transaction_id(tmp_path: Path) -> None:
+    queue = TransactionQueue(tmp_path / "queue.db")
+    queue.enqueue("StartTransaction", {"connectorId": 1}, tx_key="s1", now=0.0)
+    event = {"type": "StartupOfTheDevice", "timestamp": "2026-01-01T00:00:00Z"}
+    queue.enqueue("SecurityEventNotification", event, tx_key="security-event:1", now=1.0)
+    head = queue.peek_oldest()
+    assert head is not None and head.action == "StartTransaction"
+    queue.mark_delivered(head.seq, transaction_id=7)
+    head = queue.peek_oldest()
+    assert head is not None and head.action == "SecurityEventNotification"
+    assert not head.needs_transaction_id and head.payload == event  # no transactionId filled in
+    queue.mark_delivered(head.seq)
     assert len(queue) == 0
 
 

@@ -10,7 +10,16 @@ import re
 import time
 from typing import Any
 
-from charger.actors.charging import ConnectorStatus, SessionCompleted, SessionHistory
+from charger.actors.charging import (
+    ConnectorReservation,
+    ConnectorStatus,
+    EnergyPlan,
+    EvseAllocation,
+    NodeCapView,
+    NodeLoad,
+    SessionCompleted,
+    SessionHistory,
+)
 from charger.supervisors.spec import ChildKind, ChildSpec, SupFlags
 from rich.console import Console
 
@@ -22,6 +31,7 @@ from charger.status_view import (
     ConnectorView,
     LiveDisplay,
     PlainDisplay,
+    PlanView,
     change_line,
     connector_names,
     fetch_histories,
@@ -151,20 +161,32 @@ def test_render_shows_a_row_per_connector_with_every_column() -> None:
         "1.235",
         "evse-1-3",
         "ChargingStarted",
+        "-",
+        "-",
     ]
     assert row_of(text, "evse-2")[:3] == ["evse-2", "C", "Available"]
+
+
+def test_render_shows_the_leases_lowest_first_and_the_reservations() -> None:
+    reservation = ConnectorReservation(reservation_id=21, id_tag="04A1B2C3D4", expires_at=0.0)
+    view = status(leases={"energy-manager": 16.0, "backend": 10.0}, reservations=(reservation,))
+    row = row_of(text_of(render([ConnectorView("evse-1", view)], system()), width=220), "evse-1")
+    until = time.strftime("%H:%M", time.localtime(0.0))
+    assert row[-2:] == ["backend 10.0, energy-manager 16.0", f"#21 04A1B2C3D4 until {until}"]
+    line = change_line(ConnectorView("evse-1", view))
+    assert line.endswith(f"leases backend 10.0, energy-manager 16.0 reserved #21 04A1B2C3D4 until {until}")
 
 
 def test_render_shows_missing_values_as_dashes_and_faults_in_the_state() -> None:
     idle = status(power_w=None, energy_wh=None, session_id=None, last_event=None, state="Inoperative", faults=["rcd"])
     text = text_of(render([ConnectorView("evse-1", idle)], system()))
-    assert row_of(text, "evse-1") == ["evse-1", "C", "Inoperative (rcd)", "16.0", "-", "-", "-", "-"]
+    assert row_of(text, "evse-1") == ["evse-1", "C", "Inoperative (rcd)", "16.0", "-", "-", "-", "-", "-", "-"]
 
 
 def test_a_connector_without_status_says_why_instead_of_breaking_the_table() -> None:
     views = [ConnectorView("evse-1", problem="restarting"), ConnectorView("evse-2", problem="no answer")]
     text = text_of(render(views, system()))
-    assert row_of(text, "evse-1") == ["evse-1", "-", "restarting", "-", "-", "-", "-", "-"]
+    assert row_of(text, "evse-1") == ["evse-1", "-", "restarting", *["-"] * 7]
     assert row_of(text, "evse-2")[2] == "no answer"
 
 
@@ -222,6 +244,91 @@ def test_plain_display_prints_each_event_once_and_a_line_per_change_not_per_poll
         "evse-1: restarting",
         "evse-1: Charging 16.0 A session evse-1-3 pilot C",
     ]
+
+
+def energy_plan(amps: float = 16.0, reason: str = "fuse") -> EnergyPlan:
+    return EnergyPlan(
+        planner="HIGHS",
+        status="optimal",
+        fallback_reason=None,
+        solve_s=0.012,
+        decided_at=1_700_000_000.0,
+        allocations=[
+            EvseAllocation(
+                evse="evse-1",
+                amps=amps,
+                reason=reason,
+                detail="feeder L1 is full (16.0 A for EVs after non-EV load)",
+                node="feeder",
+                need_kwh=7.5,
+                external_limit_a=20.0,
+            )
+        ],
+        nodes=[
+            NodeLoad(
+                node="feeder", phase="L1", unit="A", limit=32.0, cap=None, non_ev=16.0, planned=amps, headroom=0.0
+            ),
+            NodeLoad(
+                node="grid", phase="power", unit="kW", limit=None, cap=40.0, non_ev=3.7, planned=11.0, headroom=25.3
+            ),
+        ],
+        caps=[NodeCapView(node="grid", amps=None, kw=40.0, valid_until=None, source="dso")],
+        slot_start=1_699_999_200.0,
+        slot_minutes=15.0,
+        schedule={"evse-1": [amps, 16.0, 0.0]},
+        price=[0.3, 0.3, 0.5],
+        pv_surplus_kw=[0.0, 2.0, 0.0],
+    )
+
+
+def test_render_shows_each_energy_managers_limits_reasons_and_schedule() -> None:
+    plans = [PlanView("energy", energy_plan()), PlanView("other-energy", problem="restarting")]
+    text = text_of(render([ConnectorView("evse-1", status())], system(), plans=plans))
+    lines = [line.strip() for line in text.splitlines()]
+    assert any(line.startswith("energy: HIGHS (optimal), decided in 12 ms") for line in lines)
+    evse = next(line for line in lines if line.startswith("evse-1") and "fuse" in line)
+    assert "16.0 A" in evse and "needs 7.50 kWh" in evse and "external limit 20 A" in evse
+    assert next(line for line in lines if line.startswith("feeder L1")).split() == [
+        "feeder",
+        "L1",
+        "32.0",
+        "A",
+        "-",
+        "16.0",
+        "16.0",
+        "0.0",
+    ]
+    assert next(line for line in lines if line.startswith("grid power")).split()[2:] == [
+        "-",
+        "40.0",
+        "kW",
+        "3.7",
+        "11.0",
+        "25.3",
+    ]
+    assert "cap on grid: 40 kW (dso)" in lines
+    schedule = lines[next(k for k, line in enumerate(lines) if line.startswith("schedule (A)")) :]
+    assert (
+        next(line for line in schedule if line.startswith("evse-1")).split()[1:]
+        == ["16.0", "16.0", "0.0"]
+        == [
+            "16.0",
+            "16.0",
+            "0.0",
+        ]
+    )
+    assert next(line for line in lines if line.startswith("PV kW")).split()[2:] == ["0.0", "2.0", "0.0"]
+    assert "other-energy: restarting" in lines
+
+
+def test_plain_display_prints_a_plan_when_an_allocation_changes() -> None:
+    out = io.StringIO()
+    with PlainDisplay(out) as display:
+        display.show(system(), [], [PlanView("energy", energy_plan())])
+        display.show(system(), [], [PlanView("energy", energy_plan())])  # the same decision again: quiet
+        display.show(system(), [], [PlanView("energy", energy_plan(amps=10.0))])
+    heads = [line for line in out.getvalue().splitlines() if line.startswith("energy: HIGHS")]
+    assert len(heads) == 2
 
 
 def test_new_events_copes_with_events_the_kernel_no_longer_keeps() -> None:

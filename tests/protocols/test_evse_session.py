@@ -31,6 +31,7 @@ from charger.protocols.evse_events import (
     StaleLease,
     StopReason,
     StopRequested,
+    UnlockRequested,
 )
 from charger.protocols.evse_session import SNAPSHOT_VERSION, ConnectorConfig, ConnectorMachine
 from charger.protocols.iec61851 import IecTiming, Pilot
@@ -46,6 +47,7 @@ WAITING: Steps = [(0.0, pilot("B"))]
 PLUG_IN_ACTIONS = ["SessionStarted", "AuthRequired", "lock"]
 START_TX = ["Authorized", "TransactionStarted", "PrepareCharging", "PWM 26.7%"]
 UNPLUG_TX = ["ChargingFinished", "TransactionFinished(EVDisconnected)", "SessionFinished"]
+UNLOCK = UnlockRequested()
 RESUME_16A = ["PrepareCharging", "PWM 26.7%", "close", "ChargingResumed"]
 
 
@@ -83,6 +85,25 @@ CASES = [
         (60.0, TICK, S.FINISHED, ["Deauthorized", "PluginTimeout", "unlock"]),
         (70.0, AUTH, S.FINISHED, []),  # too late: replug first
         (80.0, pilot("A"), S.IDLE, ["SessionFinished"]),
+    ]),
+    Case("unlock while waiting for authorization: Finished until unplug", WAITING, S.WAITING_FOR_AUTHENTICATION, [
+        (10.0, UNLOCK, S.FINISHED, ["unlock"]),
+        (60.0, TICK, S.FINISHED, []),  # no connection timeout any more
+        (70.0, AUTH, S.FINISHED, []),  # replug first
+        (80.0, pilot("A"), S.IDLE, ["SessionFinished"]),
+        (81.0, pilot("B"), S.WAITING_FOR_AUTHENTICATION, PLUG_IN_ACTIONS),  # a new session
+    ]),
+    Case("unlock with a token waiting for the plug ends that session", [], S.IDLE, [
+        (0.0, AUTH, S.IDLE, ["SessionStarted", "Authorized"]),
+        (1.0, UNLOCK, S.IDLE, ["Deauthorized", "SessionFinished"]),
+    ]),
+    Case("unlock during a transaction changes nothing", CHARGING, S.CHARGING, [
+        (10.0, UNLOCK, S.CHARGING, []),  # still locked: the transaction must stop first
+        (11.0, pilot("B"), S.CHARGING_PAUSED_EV, ["open", "ChargingPausedEV"]),
+        (12.0, UNLOCK, S.CHARGING_PAUSED_EV, []),
+    ]),
+    Case("unlock without a session changes nothing", [], S.IDLE, [
+        (0.0, UNLOCK, S.IDLE, []),
     ]),
     Case("simplified mode: plug straight into C", [], S.IDLE, [
         (0.0, pilot("C"), S.WAITING_FOR_AUTHENTICATION, PLUG_IN_ACTIONS),

@@ -41,6 +41,7 @@ from charger.protocols.evse_events import (
     StopRequested,
     Tick,
     UnlockConnector,
+    UnlockRequested,
 )
 from charger.protocols.evse_session import ConnectorConfig, ConnectorMachine
 from charger.protocols.iec61851 import IecTiming, Pilot, current_for_duty, ev_requests_power, relays_may_close
@@ -94,6 +95,7 @@ events = weighted(
     (1, st.just(Deauthorized())),
     (2, st.just(EnableRequested())),
     (1, st.builds(DisableRequested, reason=st.sampled_from(list(StopReason)))),
+    (1, st.just(UnlockRequested())),
 )
 gaps = st.sampled_from([0.0, 0.05, 0.1, 1.0, 2.0, 5.999, 6.0, 61.0]) | st.floats(0.0, 8.0)
 CHARGE: list[tuple[float, Event]] = [
@@ -240,8 +242,13 @@ def test_random_inputs_keep_the_invariant_and_restore_is_exact(
                     restored.handle(event, now)
             continue
         shadow.note(event)
+        in_transaction = m.transaction_active
         actions = m.handle(event, now)
         check_step(m, config, shadow, actions, now)
+        if isinstance(event, UnlockRequested):
+            # unlocked outside a transaction; a transaction goes on, still holding the plug if it did
+            assert m.transaction_active if in_transaction else not shadow.locked
+            assert m.state is not EvseState.WAITING_FOR_AUTHENTICATION
         if restored is not None:
             assert restored.handle(event, now) == actions
             assert restored.snapshot() == m.snapshot()

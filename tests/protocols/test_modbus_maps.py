@@ -28,8 +28,10 @@ from charger.protocols.modbus_maps import (
     plan_reads,
     sunspec_meter_map,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.support.fuzz import PURE, ROUND_TRIP
 
 Q = Quantity
 
@@ -420,6 +422,7 @@ def map_and_image(draw: st.DrawFn) -> tuple[RegisterMap, dict[Table, dict[int, o
     return register_map, {table: image}
 
 
+@settings(max_examples=500, deadline=None)  # 80 draws a case: the byte-image test below does the bulk
 @given(map_and_image())
 def test_decode_never_raises_anything_but_a_typed_error(
     case: tuple[RegisterMap, dict[Table, dict[int, object]]],
@@ -439,6 +442,7 @@ def test_decode_never_raises_anything_but_a_typed_error(
         assert value is None or isinstance(value, float)
 
 
+@PURE
 @given(st.dictionaries(st.integers(39990, 40300), words_or_junk, max_size=120), st.booleans())
 def test_discovery_never_raises_anything_but_a_typed_error(image: dict[int, object], with_marker: bool) -> None:
     if with_marker:
@@ -448,3 +452,59 @@ def test_discovery_never_raises_anything_but_a_typed_error(image: dict[int, obje
         sunspec_meter_map(find_meter_model(models))
     except SunSpecError:
         return
+
+
+@st.composite
+def complete_images(draw: st.DrawFn) -> tuple[RegisterMap, dict[Table, dict[int, int]]]:
+    """Every register a map needs, as a device might hold them: random bytes, so NaN, infinities,
+    sentinels and out-of-range scale factors all turn up (one draw per image keeps this fast)."""
+    register_map = draw(st.sampled_from(MAPS))
+    needed = _needed(register_map)
+    raw = draw(st.binary(min_size=2 * len(needed), max_size=2 * len(needed)))
+    image = {a: int.from_bytes(raw[2 * i : 2 * i + 2], "big") for i, a in enumerate(needed)}
+    return register_map, {register_map.points[0].table: image}
+
+
+@PURE
+@given(complete_images())
+def test_any_complete_image_decodes_or_raises_a_typed_error(
+    case: tuple[RegisterMap, dict[Table, dict[int, int]]],
+) -> None:
+    register_map, image = case
+    try:
+        reading = decode_points(register_map, image)
+    except RegisterDecodeError as exc:
+        assert "scale factor" in str(exc)  # the only thing a complete image of words can get wrong
+        return
+    assert all(v is None or isinstance(v, float) for v in (reading.power_w, *reading.currents_a, *reading.voltages_v))
+
+
+_MAP_OF_POINT = [(m, p) for m in MAPS for p in m.points]
+
+
+@ROUND_TRIP
+@given(st.sampled_from(_MAP_OF_POINT), st.floats(-1e7, 1e7), st.integers(-3, 3))
+def test_what_the_simulator_encodes_the_driver_decodes(
+    case: tuple[RegisterMap, Point], value: float, scale_factor: int
+) -> None:
+    register_map, point = case
+    sf = scale_factor if point.scale_factor_address is not None else 0
+    try:
+        words = encode_point(point, value, scale_factor=sf)
+    except ValueError:
+        return  # does not fit the type at this scale: the simulator is told, never the wire
+    image = {point.address + i: w for i, w in enumerate(words)}
+    if point.scale_factor_address is not None:
+        image[point.scale_factor_address] = sf & 0xFFFF
+    single = RegisterMap(name="one", points=(point,), sunspec_sentinels=register_map.sunspec_sentinels)
+    decoded = _field(decode_points(single, {point.table: image}), point.quantity)
+    if decoded is None:  # the value happened to encode as the SunSpec "not implemented" sentinel
+        assert register_map.sunspec_sentinels
+        return
+    step = abs(point.scale) * 10.0**sf  # one count of an integer type
+    if point.data_type is DataType.FLOAT32:
+        assert math.isclose(decoded, value, rel_tol=1e-6, abs_tol=1e-30 * abs(point.scale)), (decoded, value)
+    elif point.data_type is DataType.ACC32:
+        assert -1e-9 * step <= value - decoded < step * (1 + 1e-9), (decoded, value)  # floored, never ahead
+    else:
+        assert abs(decoded - value) <= step / 2 * (1 + 1e-9), (decoded, value)

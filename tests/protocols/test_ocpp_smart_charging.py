@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from charger.protocols.ocpp_smart_charging import (
+    MAX_COMPOSITE_DURATION_S,
     ActiveTransaction,
     ChargingProfile,
     ChargingProfileKind,
@@ -40,6 +41,7 @@ from charger.protocols.ocpp_smart_charging import (
     limit_at,
     parse_charging_profile,
     set_charging_profile,
+    share_station_max,
     station_max_at,
 )
 from hypothesis import assume, given, settings
@@ -543,7 +545,8 @@ def test_tx_profile_overrules_tx_default_and_the_station_maximum_caps_both() -> 
     )
     at = [tx_start + timedelta(minutes=m) for m in (10, 40, 70)]
     assert [amps(store, 1, t, transactions=transactions) for t in at] == [10, 16, 20]
-    assert [amps(store, 2, t, transactions=transactions) for t in at] == [20, 20, 20]
+    # connector 2 has no transaction: it is offered what connector 1's transaction leaves of the 20 A
+    assert [amps(store, 2, t, transactions=transactions) for t in at] == [10, 4, 0]
     limit = limit_at(store, STATION, 1, at[0], transactions=transactions)
     assert limit is not None and limit.until == tx_start + timedelta(minutes=30) and limit.profile_ids == (3, 1)
     connector = get_composite_schedule(
@@ -661,6 +664,70 @@ def _daily_noon_5h_args(stack: int) -> dict[str, Any]:
         "periods": ((0, 32), (3600, 6)),
         "stack": stack,
     }
+
+
+# --- the ChargePointMaxProfile shared by the connectors ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("budget", "caps", "running", "expected"),
+    [
+        (20, {1: 32, 2: 32}, {1, 2}, {1: 10, 2: 10}),  # an even share
+        (20, {1: 6, 2: 32}, {1, 2}, {1: 6, 2: 14}),  # what one cannot use goes to the other
+        (20, {1: 32, 2: 32}, {1}, {1: 20, 2: 0}),  # the idle one gets what is left
+        (20, {1: 12, 2: 32, 3: 32}, {1}, {1: 12, 2: 4, 3: 4}),  # split evenly among the idle ones
+        (20, {1: 32, 2: 8}, set(), {1: 20, 2: 20}),  # nothing flows: everyone may have it all
+        (30, {1: 5, 2: 5, 3: 32}, {1, 2, 3}, {1: 5, 2: 5, 3: 20}),
+        (0, {1: 32, 2: 32}, {1}, {1: 0, 2: 0}),
+    ],
+)
+def test_share_station_max(
+    budget: float, caps: dict[int, float], running: set[int], expected: dict[int, float]
+) -> None:
+    assert share_station_max(budget, caps, running) == pytest.approx(expected)
+
+
+def test_two_transactions_share_the_charge_point_maximum_and_one_leaving_frees_it() -> None:
+    both = {c: ActiveTransaction(transaction_id=c, started_at=T0) for c in (1, 2)}
+    store = installed((0, profile(1, "ChargePointMaxProfile", periods=((0, 20),))))
+    assert [amps(store, c, T0, transactions=both) for c in (1, 2)] == [10, 10]
+    only_one = {1: both[1]}
+    assert [amps(store, c, T0, transactions=only_one) for c in (1, 2)] == [20, 0]
+    assert [amps(store, c, T0) for c in (1, 2)] == [20, 20]  # no transaction: nothing flows
+    # a TxProfile holds connector 1 at 6 A: connector 2 gets the rest
+    store = installed(
+        (0, profile(1, "ChargePointMaxProfile", periods=((0, 20),))),
+        (1, profile(2, "TxProfile", kind="Relative", start=None, periods=((0, 6), (600, 16)))),
+        transactions=both,
+    )
+    assert [amps(store, c, T0, transactions=both) for c in (1, 2)] == [6, 14]
+    limit = limit_at(store, STATION, 2, T0, transactions=both)
+    assert limit is not None and limit.until == T0 + timedelta(seconds=600)  # connector 1's change moves it
+    assert [amps(store, c, T0 + timedelta(seconds=600), transactions=both) for c in (1, 2)] == [10, 10]
+    composite = get_composite_schedule(store, STATION, connector_id=2, duration=1200, transactions=both, now=T0)
+    assert periods_of(composite) == [(0, 14), (600, 10)]
+    whole = get_composite_schedule(store, STATION, connector_id=0, duration=1200, transactions=both, now=T0)
+    assert periods_of(whole) == [(0, 20)]
+
+
+def test_a_power_maximum_is_shared_as_power() -> None:
+    single = ConnectorElectrics(max_current_a=32, phases=1)
+    station = StationElectrics(connectors=(single, STATION.connectors[1]))
+    both = {c: ActiveTransaction(transaction_id=c, started_at=T0) for c in (1, 2)}
+    store = installed((0, profile(1, "ChargePointMaxProfile", unit="W", periods=((0, 11040),))), transactions=both)
+    limits = [limit_at(store, station, c, T0, transactions=both) for c in (1, 2)]
+    assert [limit.watts for limit in limits if limit is not None] == pytest.approx([5520, 5520])
+    assert [limit.amps for limit in limits if limit is not None] == pytest.approx([24, 8])
+
+
+def test_a_huge_composite_duration_is_cut_to_a_week() -> None:
+    daily = profile(1, kind="Recurring", recurrency="Daily", periods=((0, 16), (3600, 8)))
+    result = get_composite_schedule(
+        installed((0, daily)), STATION, connector_id=1, duration=2**31 - 1, transactions=NO_TX, now=T0
+    )
+    assert result["chargingSchedule"]["duration"] == MAX_COMPOSITE_DURATION_S == 7 * 86400
+    assert len(periods_of(result)) == 14  # two periods a day for a week
+    library_validates("GetCompositeSchedule", result, result=True)
 
 
 # --- units, phases, minChargingRate, connector 0 ----------------------------------------------------
@@ -874,6 +941,23 @@ def test_the_composite_never_exceeds_the_charge_point_maximum(
             continue
         unit = by_id[maximum.profile_ids[0]].charging_schedule.charging_rate_unit
         assert _composite_at(composites[unit].periods, offset).limit <= maximum.in_unit(unit) + 1e-9
+
+
+@settings(max_examples=150, deadline=None)
+@given(stores(), st.sets(st.sampled_from([1, 2])), st.integers(-86400, HORIZON))
+def test_connectors_never_add_up_to_more_than_the_charge_point_maximum_while_a_transaction_runs(
+    store: ProfileStore, running: set[int], offset: int
+) -> None:
+    at = T0 + timedelta(seconds=offset)
+    transactions = {c: ActiveTransaction(transaction_id=7, started_at=T0 + timedelta(minutes=30)) for c in running}
+    maximum = station_max_at(store, STATION, at)
+    limits = [limit_at(store, STATION, c, at, transactions=transactions) for c in (1, 2)]
+    if maximum is None or not running:
+        return
+    assert all(limit is not None for limit in limits)
+    unit = next(e for e in store.installed if e.profile.charging_profile_id == maximum.profile_ids[0])
+    total = sum(limit.in_unit(unit.profile.charging_schedule.charging_rate_unit) for limit in limits if limit)
+    assert total <= maximum.in_unit(unit.profile.charging_schedule.charging_rate_unit) + 1e-6
 
 
 @settings(max_examples=200, deadline=None)

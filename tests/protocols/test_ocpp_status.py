@@ -94,3 +94,11 @@ def test_with_no_minimum_the_last_view_is_always_due_unless_told(changes: list[t
     assert report.view.status is changes[-1][0]
     reporter.told(report)
     assert reporter.due(now, 0) == []
+
+
+def test_a_reserved_idle_connector_is_reserved_and_only_then() -> None:
+    assert connector_view("Idle", [], None, reserved=True) == ConnectorView(S.RESERVED)
+    assert connector_view("Idle", [], "T", reserved=True) == ConnectorView(S.PREPARING)
+    assert connector_view("WaitingForAuthentication", [], None, reserved=True) == ConnectorView(S.PREPARING)
+    assert connector_view("Idle", [], None, operative=False, reserved=True) == ConnectorView(S.UNAVAILABLE)
+    assert connector_view("Inoperative", ["rcd"], None, reserved=True).status is S.FAULTED

@@ -8,6 +8,7 @@ negative tests, a client certificate of another O and a second, untrusted CA wit
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import ssl
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["TlsFiles", "client_context", "make_tls_files"]
+__all__ = ["FirmwareSigning", "TlsFiles", "client_context", "make_firmware_signing", "make_tls_files"]
 
 _VALID_FOR = datetime.timedelta(days=2)
 
@@ -160,3 +161,34 @@ def client_context(trust: Path, cert: Path | None = None, key: Path | None = Non
     if cert is not None:
         context.load_cert_chain(cert, key)
     return context
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FirmwareSigning:
+    """A firmware signing PKI: a manufacturer root, a signing certificate it issued, and `sign` with that
+    certificate's key; plus a signing certificate from a CA nobody trusts."""
+
+    root_pem: str
+    signing_pem: str
+    rogue_signing_pem: str
+    _signing: _Issued
+    _rogue: _Issued
+
+    def sign(self, image: bytes, *, rogue: bool = False) -> str:
+        """The Base64 ECDSA-SHA256 signature of `image`."""
+        key = (self._rogue if rogue else self._signing).key
+        return base64.b64encode(key.sign(image, ec.ECDSA(hashes.SHA256()))).decode()
+
+
+def _pem(issued: _Issued) -> str:
+    return issued.certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def make_firmware_signing(organization: str = "Test Maker") -> FirmwareSigning:
+    root = _issue(_name("Firmware Root CA", organization), None, is_ca=True)
+    signing = _issue(_name("Firmware Signing", organization), root, is_ca=False, usage=ExtendedKeyUsageOID.CODE_SIGNING)
+    rogue_root = _issue(_name("Rogue Firmware CA", "Rogue"), None, is_ca=True)
+    rogue = _issue(_name("Firmware Signing", organization), rogue_root, is_ca=False)
+    return FirmwareSigning(
+        root_pem=_pem(root), signing_pem=_pem(signing), rogue_signing_pem=_pem(rogue), _signing=signing, _rogue=rogue
+    )

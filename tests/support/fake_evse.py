@@ -16,14 +16,17 @@ from charger.actors.charging import (
     EVSE_MANAGER,
     AuthorizeSession,
     ChargingSessionEvent,
+    ConnectorReservation,
     ConnectorStatus,
     GetConnectorStatus,
     GetSessionHistory,
     GrantLimitLease,
     PauseCharging,
+    ReserveConnector,
     ResumeCharging,
     SessionHistory,
     StopCharging,
+    UnlockConnectorNow,
     WithdrawAuthorization,
 )
 
@@ -81,6 +84,7 @@ class FakeEvse(Behaviour):
         self.last_event: str | None = None
         self.meter_start_wh: float | None = None
         self.transaction_started_at: float | None = None
+        self.reservations: tuple[ConnectorReservation, ...] = ()
 
     def _event(self, kind: str, **extra: Any) -> None:
         self.last_event = kind
@@ -116,6 +120,7 @@ class FakeEvse(Behaviour):
             energy_total_wh=0.0,
             meter_start_wh=self.meter_start_wh,
             transaction_started_at=self.transaction_started_at,
+            reservations=self.reservations,
         )
 
     @handles(FakePlugIn)
@@ -159,6 +164,22 @@ class FakeEvse(Behaviour):
             raise Rejected(f"{self.name} has no running transaction")
         self.state = "Finished"
         self._event("TransactionFinished", reason=msg.reason)
+        self.publish(self._status())
+
+    @handles(UnlockConnectorNow)
+    def on_unlock(self, msg: UnlockConnectorNow) -> None:
+        self.entries.append(["unlock"])
+        if self.state == "Charging":
+            raise Rejected(f"{self.name} runs a transaction")
+        if self.state == "WaitingForAuthentication":
+            self.state = "Finished"
+            self.publish(self._status())
+
+    @handles(ReserveConnector)
+    def on_reserve(self, msg: ReserveConnector) -> None:
+        """Held and shown, not enforced: the real EVSE manager's refusals are tested against it."""
+        self.entries.append(["reserve", ",".join(str(r.reservation_id) for r in msg.reservations)])
+        self.reservations = msg.reservations
         self.publish(self._status())
 
     @handles(GetConnectorStatus)
