@@ -210,6 +210,7 @@ class BackendLink(TransactionReporting, StationReports, Reservations):
         self.smart.start()
         self.link = OcppLink(self.settings, LinkEventsToActor(self), self.log)
         yield self.run_async(self._start_link())
+        self.firmware.resume(self)
         self.log.info(
             "backend link %s -> %s (security profile %d, %d connectors, %d messages queued)",
             self.config["charge_point_id"],
@@ -233,6 +234,7 @@ class BackendLink(TransactionReporting, StationReports, Reservations):
             getattr(self, "store", None),
             getattr(self, "ledger", None),
             getattr(self, "security", None),
+            getattr(self, "firmware", None),
             getattr(self, "smart", None),
         ):
             if closable is not None:

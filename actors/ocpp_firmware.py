@@ -8,7 +8,15 @@ installDateTime and then until no transaction runs (connectors are not made Unav
 new transaction simply delays the install again), and calls the install hook (`charger.hal.firmware`)
 on the I/O thread. A newer request replaces a job that has not begun to install (a signed one is
 answered AcceptedCanceled); a request while installing is refused (Rejected, or ignored for the 1.6
-UpdateFirmware, whose answer has no status). A job lives in memory: a restart of the link drops it.
+UpdateFirmware, whose answer has no status).
+
+A job survives a restart of the link or of the box (`charger.actors.ocpp_firmware_store`): each status
+is stored before its notification goes out, and a restarted link goes on from there without sending a
+status the CSMS already acknowledged. Not yet downloaded: wait for retrieveDate, download (an attempt
+that the restart cut off counts as one). Downloaded: the image's SHA256 on disk is checked again (a
+missing or changed image is downloaded again), then verification and install go on. Killed while the
+install hook ran: InstallationFailed (hooks are not required to be idempotent). A final status the
+CSMS did not acknowledge is sent again; after that the job is gone.
 
 Locations must be http or https; another scheme is refused at once: a CALLERROR
 PropertyConstraintViolation for UpdateFirmware (its answer has no status), Rejected for
@@ -23,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charger.actors.ocpp_base import LINK_UNAVAILABLE
+from charger.actors.ocpp_firmware_store import FirmwareStore
 from charger.actors.ocpp_link import CsmsAnswer, CsmsError
 from charger.hal.firmware import FirmwareImage, InstallHook, InstallOutcome, load_install_hook
 from charger.hal.http_transfer import TransferError, download
@@ -88,6 +98,19 @@ FIRMWARE_CONFIG = {
     },
 }
 _TRANSACTION_POLL_S = 2.0
+_ONLINE_POLL_S = 0.5
+_NOTIFY_WAIT_S = 60.0
+"""How long a status notification waits for the link to be connected and accepted (after a restart)."""
+_PLAN = [
+    FirmwareStatus.IDLE,
+    FirmwareStatus.DOWNLOAD_SCHEDULED,
+    FirmwareStatus.DOWNLOADING,
+    FirmwareStatus.DOWNLOADED,
+    FirmwareStatus.SIGNATURE_VERIFIED,
+    FirmwareStatus.INSTALL_SCHEDULED,
+    FirmwareStatus.INSTALLING,
+]
+"""The order of the statuses before a final one."""
 _FINAL = frozenset(
     {
         FirmwareStatus.DOWNLOAD_FAILED,
@@ -103,25 +126,58 @@ class FirmwareJob:
     request: FirmwareRequest
     generation: int
     status: FirmwareStatus = FirmwareStatus.IDLE
+    notified: bool = True
+    """The CSMS acknowledged `status` (or there was nothing to send)."""
     installing: bool = False
+    attempts_started: int = 0
+    sha256: str | None = None
+    """The downloaded image's, once it is downloaded."""
 
 
 class FirmwareJobs:
-    """The firmware job of one backend link (at most one at a time)."""
+    """The firmware job of one backend link (at most one at a time), stored in ``<link>-firmware.db``."""
 
     def __init__(self, link: BackendLink) -> None:
         self.hook: InstallHook = load_install_hook(link.config["firmware"]["install_hook"])
         self.directory = Path(link.state_dir) / "firmware" / "downloads"
+        self.store = FirmwareStore(Path(link.state_dir) / f"{link.name}-firmware.db")
         self.current: FirmwareJob | None = None
-        self.generation = 0
+
+    def close(self) -> None:
+        self.store.close()
 
     def replace(self, request: FirmwareRequest) -> FirmwareJob:
-        self.generation += 1
-        self.current = FirmwareJob(request, self.generation)
+        self.current = FirmwareJob(request, self.store.begin(request))
         return self.current
 
     def is_current(self, job: FirmwareJob) -> bool:
         return self.current is job
+
+    def image(self, job: FirmwareJob) -> Path:
+        return self.directory / f"image-{job.generation}.bin"
+
+    def resume(self, link: BackendLink) -> None:
+        """After a (re)start: go on with the stored job, if there is one; drop images of no job."""
+        stored = self.store.current()
+        if stored is not None:
+            job = FirmwareJob(
+                stored.request,
+                stored.generation,
+                status=stored.status,
+                notified=stored.notified,
+                installing=stored.status is FirmwareStatus.INSTALLING,
+                attempts_started=stored.attempts_started,
+                sha256=stored.sha256,
+            )
+            if stored.status not in _FINAL:  # a final one only has its notification left to send
+                self.current = job
+            link.log.info("firmware update resumed at %s", stored.status.value)
+            link.run_task(_run(link, job))
+        keep = None if stored is None else f"image-{stored.generation}.bin"
+        for leftover in self.directory.glob("image-*.bin") if self.directory.exists() else ():
+            if leftover.name != keep:
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
 
 # --- the requests --------------------------------------------------------------------------------------
@@ -177,20 +233,44 @@ def _certificate_problem(link: BackendLink, pem: str) -> str | None:
 # --- the job -------------------------------------------------------------------------------------------
 
 
+def _rank(status: FirmwareStatus) -> int:
+    return len(_PLAN) if status in _FINAL else _PLAN.index(status)
+
+
 def _notify(link: BackendLink, job: FirmwareJob, status: FirmwareStatus) -> Generator[Pending, Any, None]:
-    if not link.firmware.is_current(job):
+    """Reach `status`: stored first, then told to the CSMS. A status the job had reached (and told)
+    before a restart is not sent again."""
+    jobs: FirmwareJobs = link.firmware
+    if not jobs.is_current(job):
         return  # replaced by a newer request, which does the reporting
-    job.status = status
-    if status in _FINAL:
-        link.firmware.current = None  # done before the CSMS hears it: its next request finds the station free
-    link.log.info("firmware update: %s", status.value)
-    call = firmware_notification(job.request.request_id, status)
-    if call is None:
+    if _rank(status) < _rank(job.status) or (status is job.status and job.notified):
         return
-    try:
-        yield link.call_csms(*call)
-    except (*LINK_UNAVAILABLE, CsmsError) as exc:
-        link.log.info("%s %s not delivered: %s", call[0], status.value, exc)
+    job.status, job.notified = status, False
+    jobs.store.reached(job.generation, status)
+    if status in _FINAL:
+        jobs.current = None  # done before the CSMS hears it: its next request finds the station free
+    link.log.info("firmware update: %s", status.value)
+    yield from _tell(link, jobs, job)
+
+
+def _tell(link: BackendLink, jobs: FirmwareJobs, job: FirmwareJob) -> Generator[Pending, Any, None]:
+    """Send the job's status; once the CSMS answered, the store knows it was told. A final status that
+    was told ends the stored job; one that was not is sent again after a restart."""
+    call = firmware_notification(job.request.request_id, job.status)
+    if call is not None:
+        deadline = time.monotonic() + _NOTIFY_WAIT_S
+        while not link.accepted and time.monotonic() < deadline:  # e.g. just restarted: not booted yet
+            yield link.sleep(_ONLINE_POLL_S)
+        try:
+            yield link.call_csms(*call)
+        except (*LINK_UNAVAILABLE, CsmsError) as exc:
+            link.log.info("%s %s not delivered: %s", call[0], job.status.value, exc)
+            return
+    job.notified = True
+    if job.status in _FINAL:
+        jobs.store.finish(job.generation)
+    else:
+        jobs.store.notified(job.generation, job.status)
 
 
 def _seconds_until(moment: datetime | None) -> float:
@@ -199,29 +279,37 @@ def _seconds_until(moment: datetime | None) -> float:
 
 def _run(link: BackendLink, job: FirmwareJob) -> Generator[Pending, Any, None]:
     jobs: FirmwareJobs = link.firmware
-    image = jobs.directory / f"image-{job.generation}.bin"
     try:
-        yield from _download_verify_install(link, jobs, job, image)
-    finally:
-        with contextlib.suppress(OSError):
-            image.unlink()
-        if jobs.is_current(job):
+        yield from _resume(link, jobs, job)
+    except GeneratorExit:
+        raise  # the link is stopping: the stored job goes on after the restart
+    except BaseException:
+        if jobs.is_current(job):  # a job that crashes the link must not be resumed again and again
             jobs.current = None
+            jobs.store.finish(job.generation)
+        raise
+    finally:
+        if not jobs.is_current(job):
+            with contextlib.suppress(OSError):
+                jobs.image(job).unlink()
 
 
-def _download_verify_install(
-    link: BackendLink, jobs: FirmwareJobs, job: FirmwareJob, image: Path
-) -> Generator[Pending, Any, None]:
-    request = job.request
-    wait = _seconds_until(request.retrieve_at)
-    if wait > 0:
-        if request.signed:
-            yield from _notify(link, job, FirmwareStatus.DOWNLOAD_SCHEDULED)
-        yield link.sleep(wait)
-    if not jobs.is_current(job) or not (yield from _download(link, jobs, job, image)) or not jobs.is_current(job):
+def _resume(link: BackendLink, jobs: FirmwareJobs, job: FirmwareJob) -> Generator[Pending, Any, None]:
+    """The job from the phase it reached: a fresh one from the start, a restored one where it stopped."""
+    if not job.notified and job.status is not FirmwareStatus.INSTALLING:  # Installing: its end follows at once
+        yield from _tell(link, jobs, job)  # reached, but the restart may have come before the CSMS heard it
+    if job.status in _FINAL:
         return
-    yield from _notify(link, job, FirmwareStatus.DOWNLOADED)
-    sha256, problem = yield link.run_io(_inspect, image, request)
+    if job.status is FirmwareStatus.INSTALLING:
+        # The hook may have been cut off half-way; it is not required to be idempotent, so the
+        # installation is reported failed and the CSMS decides whether to ask again.
+        link.log.error("the link restarted while firmware was being installed")
+        yield from _notify(link, job, FirmwareStatus.INSTALLATION_FAILED)
+        return
+    image, request = jobs.image(job), job.request
+    ready, problem = yield from _image(link, jobs, job, image)
+    if not ready:
+        return
     if problem is not None:
         link.security.event(SecurityEvent.INVALID_FIRMWARE_SIGNATURE, problem)
         yield from _notify(link, job, FirmwareStatus.INVALID_SIGNATURE)
@@ -234,16 +322,49 @@ def _download_verify_install(
         yield link.sleep(wait)
     while jobs.is_current(job) and any(link.running_session(c) is not None for c in link.connector_of.values()):
         yield link.sleep(_TRANSACTION_POLL_S)  # install once no transaction runs
-    if jobs.is_current(job):
-        yield from _install(link, jobs, job, image, sha256)
+    if jobs.is_current(job) and job.sha256 is not None:
+        yield from _install(link, jobs, job, image, job.sha256)
+
+
+def _image(
+    link: BackendLink, jobs: FirmwareJobs, job: FirmwareJob, image: Path
+) -> Generator[Pending, Any, tuple[bool, str | None]]:
+    """The image on disk: the one downloaded before a restart if its SHA256 still holds, or a new
+    download (after retrieveDate). Whether there is one for this job, and its signature problem."""
+    request, problem = job.request, None
+    if job.sha256 is not None:
+        sha256, problem = yield link.run_io(_inspect, image, request)
+        if sha256 == job.sha256:
+            return True, problem
+        link.log.warning("the downloaded firmware image is missing or changed: downloading it again")
+        job.sha256, job.status, job.notified = None, FirmwareStatus.IDLE, True
+        jobs.store.downloaded(job.generation, None, None)
+    wait = _seconds_until(request.retrieve_at)
+    if wait > 0:
+        if request.signed:
+            yield from _notify(link, job, FirmwareStatus.DOWNLOAD_SCHEDULED)
+        yield link.sleep(wait)
+    if not jobs.is_current(job) or not (yield from _download(link, jobs, job, image)) or not jobs.is_current(job):
+        return False, None
+    job.sha256, problem = yield link.run_io(_inspect, image, request)
+    jobs.store.downloaded(job.generation, str(image), job.sha256)
+    yield from _notify(link, job, FirmwareStatus.DOWNLOADED)
+    return True, problem
 
 
 def _download(link: BackendLink, jobs: FirmwareJobs, job: FirmwareJob, image: Path) -> Generator[Pending, Any, bool]:
-    """Downloading, with the request's retries; False once it failed (DownloadFailed) or was replaced."""
+    """Downloading, with the request's retries (an attempt cut off by a restart counts); False once it
+    failed (DownloadFailed) or was replaced."""
     request, settings = job.request, link.config["firmware"]
     yield from _notify(link, job, FirmwareStatus.DOWNLOADING)
     ca_file = state_path(link, settings["transfer_ca_file"])
-    for attempt in range(1, request.attempts + 1):
+    for attempt in range(job.attempts_started + 1, request.attempts + 1):
+        if attempt > job.attempts_started + 1:
+            yield link.sleep(request.retry_interval_s)
+            if not jobs.is_current(job):
+                return False
+        job.attempts_started = attempt
+        jobs.store.attempt_started(job.generation, attempt)
         try:
             size = yield link.run_io(
                 lambda: download(
@@ -256,15 +377,11 @@ def _download(link: BackendLink, jobs: FirmwareJobs, job: FirmwareJob, image: Pa
             )
         except TransferError as exc:
             link.log.warning("firmware download %d of %d failed: %s", attempt, request.attempts, exc)
-            if attempt < request.attempts:
-                yield link.sleep(request.retry_interval_s)
-                if not jobs.is_current(job):
-                    return False
-                continue
-            yield from _notify(link, job, FirmwareStatus.DOWNLOAD_FAILED)
-            return False
+            continue
         link.log.info("firmware downloaded from %s (%d bytes)", safe_url(request.location), size)
         return True
+    if jobs.is_current(job):
+        yield from _notify(link, job, FirmwareStatus.DOWNLOAD_FAILED)
     return False
 
 
@@ -293,9 +410,13 @@ def _install(
     yield from _notify(link, job, FirmwareStatus.INSTALLED)
 
 
-def _inspect(image: Path, request: FirmwareRequest) -> tuple[str, str | None]:
-    """I/O thread: the image's SHA256, and why its signature does not hold (None: it holds, or unsigned)."""
-    data = image.read_bytes()
+def _inspect(image: Path, request: FirmwareRequest) -> tuple[str | None, str | None]:
+    """I/O thread: the image's SHA256 (None: there is no image), and why its signature does not hold
+    (None: it holds, or unsigned)."""
+    try:
+        data = image.read_bytes()
+    except FileNotFoundError:
+        return None, None
     problem = None
     if request.signed:
         certificate = load_certificate(request.signing_certificate or "")

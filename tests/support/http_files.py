@@ -1,15 +1,18 @@
 """A real HTTP(S) file server on 127.0.0.1 for transfer tests (stdlib ``http.server`` on a thread).
 
 GET serves `files`, PUT stores into `uploads`; any other path is 404. `fail_next(path, times)` answers
-the next requests for a path with HTTP 500; `requests` records (method, path, headers) in order. With
+the next requests for a path with HTTP 500, `delay_next(path, seconds)` holds the next GET of a path that
+long before answering (a slow download to cut off); `requests` records (method, path, headers) in order. With
 `tls=(cert, key)` it serves HTTPS. Use it as a context manager: the thread and the socket are gone
 when it exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +31,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         with owner.lock:
             owner.requests.append((self.command, self.path, dict(self.headers)))
+            owner.arrivals.append((self.command, self.path, time.time()))
             left = owner.failures.get(self.path, 0)
             if left > 0:
                 owner.failures[self.path] = left - 1
@@ -45,11 +49,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self._planned_failure():
             self._answer(500)
             return
-        body = self.server.owner.files.get(self.path)
-        if body is None:
-            self._answer(404)
-            return
-        self._answer(200, body)
+        owner = self.server.owner
+        with owner.lock:
+            delay = owner.delays.pop(self.path, 0.0)
+        if delay:
+            time.sleep(delay)
+        body = owner.files.get(self.path)
+        with contextlib.suppress(ConnectionError):  # the client may be gone (killed) after a delay
+            if body is None:
+                self._answer(404)
+            else:
+                self._answer(200, body)
 
     def do_PUT(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -76,6 +86,9 @@ class FileServer:
         self.files: dict[str, bytes] = {}
         self.uploads: dict[str, bytes] = {}
         self.failures: dict[str, int] = {}
+        self.delays: dict[str, float] = {}
+        self.arrivals: list[tuple[str, str, float]] = []
+        """(method, path, wall-clock time) of every request."""
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.refuse_uploads = False
         self.lock = threading.Lock()
@@ -98,6 +111,10 @@ class FileServer:
     def fail_next(self, path: str, times: int = 1) -> None:
         with self.lock:
             self.failures[path] = times
+
+    def delay_next(self, path: str, seconds: float) -> None:
+        with self.lock:
+            self.delays[path] = seconds
 
     def hits(self, method: str, path: str) -> int:
         with self.lock:
