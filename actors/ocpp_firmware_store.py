@@ -13,13 +13,14 @@ never reused (AUTOINCREMENT), which also names the image file.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from charger.protocols.ocpp_firmware import FirmwareRequest, FirmwareStatus, parse_wire_time
+
+from charger.journal import open_database
 
 __all__ = ["FirmwareStore", "StoredFirmwareJob", "request_from_record", "request_record"]
 
@@ -80,11 +81,7 @@ class FirmwareStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(self.path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

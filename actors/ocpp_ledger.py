@@ -15,12 +15,12 @@ connector, with the change scheduled for the end of a transaction.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from charger.journal import open_database
 from charger.ocpp_store import START_TRANSACTION, STOP_TRANSACTION, TransactionQueue
 
 __all__ = ["MAX_TRANSACTION_DATA", "Ledger", "SessionRecord", "queued_in"]
@@ -79,11 +79,7 @@ class Ledger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(self.path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

@@ -8,13 +8,14 @@ with their CertificateHashData (SHA256), the key DeleteCertificate names them by
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from charger.protocols.ocpp_certificates import HashData
+
+from charger.journal import open_database
 
 __all__ = ["InstalledCertificate", "LoggedEvent", "SecurityStore"]
 
@@ -49,11 +50,7 @@ class SecurityStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(self.path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

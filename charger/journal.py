@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["Journal", "write_file_atomically"]
+__all__ = ["Journal", "open_database", "write_file_atomically"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS record (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -25,16 +25,27 @@ CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT
 """
 
 
+def open_database(path: str | Path, schema: str, *, private: bool = False) -> sqlite3.Connection:
+    """One actor's SQLite file with `schema`, in WAL mode with ``synchronous=FULL`` (a commit is on disk
+    when it returns) and autocommit, so each caller writes its own explicit transactions. `private`
+    makes the file (and so its -wal and -shm files) readable by the owner only: for secrets."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if private:  # SQLite gives the -wal and -shm files the database file's mode
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(schema)
+    return db
+
+
 class Journal:
     """One SQLite file. Not thread-safe: the actor that owns it uses it from its own thread."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a commit is on disk when it returns
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(self.path, _SCHEMA)
 
     def get(self, key: str, default: Any = None) -> Any:
         row = self._db.execute("SELECT value FROM record WHERE key = ?", (key,)).fetchone()

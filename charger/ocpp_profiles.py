@@ -10,10 +10,10 @@ Values are small JSON documents (at most MaxChargingProfilesInstalled profiles),
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
+from charger.journal import open_database
 from charger.protocols.ocpp_smart_charging import (
     ChargingProfile,
     ProfileFormatError,
@@ -31,11 +31,7 @@ class ProfileFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(self.path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from charger.journal import open_database
 from charger.protocols.ocpp_local_auth import (
     AuthEntry,
     AuthorizationCache,
@@ -64,17 +64,6 @@ the event, not a transaction."""
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
 
-def _open(path: Path, schema: str, *, private: bool = False) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if private:  # SQLite gives the -wal and -shm files the database file's mode
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-    db = sqlite3.connect(path, isolation_level=None)  # explicit transactions below
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a commit is on disk when it returns
-    db.executescript(schema)
-    return db
-
-
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
@@ -92,7 +81,7 @@ class ConfigStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = _open(
+        self._db = open_database(
             self.path, "CREATE TABLE IF NOT EXISTS value (key TEXT PRIMARY KEY, value TEXT NOT NULL);", private=True
         )
 
@@ -136,7 +125,7 @@ class AuthStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = _open(self.path, _AUTH_SCHEMA)
+        self._db = open_database(self.path, _AUTH_SCHEMA)
 
     def load_local_list(self) -> LocalAuthList:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'list_version'").fetchone()
@@ -238,7 +227,7 @@ class TransactionQueue:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = _open(self.path, _QUEUE_SCHEMA)
+        self._db = open_database(self.path, _QUEUE_SCHEMA)
 
     def enqueue(self, action: str, payload: Mapping[str, Any], *, tx_key: str, now: float) -> int:
         """Append a CALL (camelCase payload, without transactionId); committed when it returns.
