@@ -194,11 +194,16 @@ def test_occupied_unavailable_and_faulted(st: Station) -> None:
     assert st.call_action("ChangeAvailability", {"connectorId": 2, "type": "Operative"}).payload == {
         "status": "Accepted"
     }
+    faulted_after = st.csms.next_seq()
     st.api("connector.fault", connector=2, fault="meter_offline")
-    st.wait(2, lambda s: s["state"] == "Inoperative")
-    eventually(lambda: reserve(st, 17, 2) == "Faulted", "ReserveNow answered Faulted")
-    st.api("connector.fault", connector=2, fault="meter_offline", active=False)
-    st.wait(2, lambda s: s["state"] == "Idle" and not s["faults"])
+    try:
+        st.wait(2, lambda s: s["state"] == "Inoperative")
+        # the link answers from the status it has heard: once it reported Faulted, a reservation is refused
+        wait_status(st, 2, "Faulted", faulted_after)
+        assert reserve(st, 17, 2) == "Faulted"
+    finally:  # a fault left behind would fail every later test of this station
+        st.api("connector.fault", connector=2, fault="meter_offline", active=False)
+        st.wait(2, lambda s: s["state"] == "Idle" and not s["faults"])
     assert reserve(st, 99, 3) == "Rejected"  # no such connector
     assert reserve(st, 17, 2, for_s=-5) == "Rejected"  # already expired
     assert st.connector(2)["reservations"] == []
