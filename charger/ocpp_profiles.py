@@ -2,18 +2,16 @@
 TxProfiles that RemoteStartTransaction brought for transactions that have not started yet, and the
 lease fence (DESIGN §6; OCPP 1.6 §3.13: profiles survive a reboot).
 
-One SQLite file per link (``<link>-profiles.db``), WAL with ``synchronous=FULL`` like `charger.ocpp_store`:
-a value has committed when `save_*` returns, so a profile the CSMS heard Accepted for survives a SIGKILL.
-Values are small JSON documents (at most MaxChargingProfilesInstalled profiles), one row each.
+One `charger.journal.Journal` per link (``<link>-profiles.db``): a value has committed when `save_*`
+returns, so a profile the CSMS heard Accepted for survives a SIGKILL. Values are small documents (at
+most MaxChargingProfilesInstalled profiles), one record each.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-from charger.journal import open_database
+from charger.journal import Journal
 from charger.protocols.ocpp_smart_charging import (
     ChargingProfile,
     ProfileFormatError,
@@ -23,40 +21,28 @@ from charger.protocols.ocpp_smart_charging import (
 
 __all__ = ["ProfileFile"]
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS value (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-
 
 class ProfileFile:
     """Not thread-safe: open and use it on the actor's thread."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = open_database(self.path, _SCHEMA)
+        self._journal = Journal(self.path)
 
     def close(self) -> None:
-        self._db.close()
-
-    def _get(self, key: str) -> Any:
-        row = self._db.execute("SELECT value FROM value WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
-
-    def _put(self, key: str, value: Any) -> None:
-        self._db.execute(
-            "INSERT INTO value (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, json.dumps(value)),
-        )
+        self._journal.close()
 
     def load_profiles(self) -> ProfileStore:
         """The installed profiles; raises `ProfileFormatError` if the file holds something else."""
-        data = self._get("profiles")
+        data = self._journal.get("profiles")
         return ProfileStore() if data is None else ProfileStore.from_json(data)
 
     def save_profiles(self, store: ProfileStore) -> None:
-        self._put("profiles", store.to_json())
+        self._journal.put("profiles", store.to_json())
 
     def load_pending(self) -> dict[int, ChargingProfile]:
         """Connector -> the TxProfile a RemoteStartTransaction brought, waiting for its transaction."""
-        data = self._get("pending") or {}
+        data = self._journal.get("pending") or {}
         if not isinstance(data, dict):
             raise ProfileFormatError("pending profiles: expected an object")
         try:
@@ -65,11 +51,11 @@ class ProfileFile:
             raise ProfileFormatError(f"pending profiles: {exc}") from None
 
     def save_pending(self, pending: dict[int, ChargingProfile]) -> None:
-        self._put("pending", {str(c): profile.to_ocpp() for c, profile in sorted(pending.items())})
+        self._journal.put("pending", {str(c): profile.to_ocpp() for c, profile in sorted(pending.items())})
 
     def next_fence(self) -> int:
         """Raise the lease fence by one and return it: each incarnation of the link grants with a higher
         fence than every earlier one, so a connector refuses leases from a superseded instance."""
-        fence = int(self._get("fence") or 0) + 1
-        self._put("fence", fence)
+        fence = int(self._journal.get("fence") or 0) + 1
+        self._journal.put("fence", fence)
         return fence

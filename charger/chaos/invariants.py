@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,26 +183,22 @@ def dangling_descriptors(pids: list[int]) -> list[str]:
             if len(cols) > 9 and cols[3] == _CLOSE_WAIT:
                 closing.add(cols[9])
     out = []
-    for pid in pids:
-        try:
-            entries = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{entry}")
-            except OSError:
-                continue
-            if target.startswith("socket:[") and target[8:-1] in closing:
-                out.append(f"pid {pid} fd {entry}: socket whose peer has gone (CLOSE_WAIT)")
-            elif target.endswith(" (deleted)"):
-                out.append(f"pid {pid} fd {entry}: deleted file {target[: -len(' (deleted)')]}")
+    for pid, entry, target in _descriptors(pids):
+        if target.startswith("socket:[") and target[8:-1] in closing:
+            out.append(f"pid {pid} fd {entry}: socket whose peer has gone (CLOSE_WAIT)")
+        elif target.endswith(" (deleted)"):
+            out.append(f"pid {pid} fd {entry}: deleted file {target[: -len(' (deleted)')]}")
     return out
 
 
 def fd_counts(pids: list[int]) -> tuple[int, int]:
     """Open descriptors, and how many of them are sockets, over `pids` (gone processes count 0)."""
-    fds = sockets = 0
+    targets = [target for _, _, target in _descriptors(pids)]
+    return len(targets), sum(t.startswith("socket:") for t in targets)
+
+
+def _descriptors(pids: list[int]) -> Iterator[tuple[int, str, str]]:
+    """(pid, fd number, what it points at) of every descriptor still open; gone ones are skipped."""
     for pid in pids:
         try:
             entries = os.listdir(f"/proc/{pid}/fd")
@@ -209,9 +206,6 @@ def fd_counts(pids: list[int]) -> tuple[int, int]:
             continue
         for entry in entries:
             try:
-                target = os.readlink(f"/proc/{pid}/fd/{entry}")
+                yield pid, entry, os.readlink(f"/proc/{pid}/fd/{entry}")
             except OSError:
                 continue
-            fds += 1
-            sockets += target.startswith("socket:")
-    return fds, sockets

@@ -3,13 +3,14 @@ lease fence, kept across a reopen (as after a SIGKILL); a damaged file is a clea
 
 from __future__ import annotations
 
-import sqlite3
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from charger.protocols.ocpp_smart_charging import ProfileFormatError, ProfileStore, parse_charging_profile
 
+from charger.journal import Journal
 from charger.ocpp_profiles import ProfileFile
 
 DEFAULT = {
@@ -65,9 +66,9 @@ def test_profiles_pending_and_fence_survive_a_reopen(tmp_path: Path) -> None:
 def test_a_damaged_file_is_a_clear_error(tmp_path: Path, key: str, value: str) -> None:
     path = tmp_path / "backend-profiles.db"
     ProfileFile(path).close()
-    with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO value (key, value) VALUES (?, ?)", (key, value))
-    db.close()
+    journal = Journal(path)
+    journal.put(key, json.loads(value))
+    journal.close()
     damaged = ProfileFile(path)
     with pytest.raises(ProfileFormatError):
         damaged.load_profiles() if key == "profiles" else damaged.load_pending()
